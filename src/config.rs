@@ -1,0 +1,679 @@
+//! Herald's configuration: one TOML file, typed, defaulted and validated.
+//!
+//! Precedence is file < environment (`HERALD_…`) < command-line flags. The embedded default is
+//! `config/herald.toml` itself, so the documented file and the behaviour without a file can never
+//! drift apart. Every section rejects unknown keys, naming the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The shipped, fully commented configuration; also what Herald runs on without a file.
+pub const DEFAULT_TOML: &str = include_str!("../config/herald.toml");
+
+/// The public development access key shipped in `config/herald.toml`.
+///
+/// Anyone can mint tokens with it, so Herald refuses to listen on a non-loopback address while
+/// it is in use.
+pub const DEVELOPMENT_ACCESS_KEY: &str = "herald-development-key-change-me-0123456789";
+
+/// Environment variables that belong to command-line flags rather than to config keys.
+const FLAG_ENV_VARS: &[&str] = &[
+    "HERALD_CONFIG",
+    "HERALD_LISTEN",
+    "HERALD_SHARDS",
+    "HERALD_IO",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(String),
+    #[error("environment variable {var}: {reason}")]
+    Env { var: String, reason: String },
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The whole configuration. `Default` gives every section's defaults and no hubs; the embedded
+/// file ([`Config::embedded`]) adds the `chat` hub.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub connections: ConnectionsConfig,
+    pub log: LogConfig,
+    pub hubs: BTreeMap<String, HubConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoMode {
+    Auto,
+    Uring,
+    Epoll,
+}
+
+impl std::str::FromStr for IoMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(IoMode::Auto),
+            "uring" => Ok(IoMode::Uring),
+            "epoll" => Ok(IoMode::Epoll),
+            other => Err(format!("`{other}` is not one of auto, uring, epoll")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub shards: usize,
+    pub io: IoMode,
+    pub listen_backlog: u32,
+    pub shutdown_drain_ms: u64,
+    pub max_request_body_bytes: usize,
+    pub inbox_capacity: usize,
+    pub cors: CorsConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:5000".into(),
+            shards: 0,
+            io: IoMode::Auto,
+            listen_backlog: 4096,
+            shutdown_drain_ms: 5000,
+            max_request_body_bytes: 1024 * 1024,
+            inbox_capacity: 65536,
+            cors: CorsConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    pub allowed_origins: Vec<String>,
+    pub max_age_secs: u64,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig {
+            allowed_origins: vec!["*".into()],
+            max_age_secs: 86400,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub access_key: String,
+    pub server_audience: String,
+    pub clock_skew_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            access_key: DEVELOPMENT_ACCESS_KEY.into(),
+            server_audience: String::new(),
+            clock_skew_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    pub keep_alive_interval_ms: u64,
+    pub client_timeout_ms: u64,
+    pub handshake_timeout_ms: u64,
+    pub disconnect_timeout_ms: u64,
+    pub send_timeout_ms: u64,
+    pub max_message_bytes: usize,
+    pub max_frame_bytes: usize,
+    pub outbound_queue_bytes: usize,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        ConnectionsConfig {
+            keep_alive_interval_ms: 15_000,
+            client_timeout_ms: 30_000,
+            handshake_timeout_ms: 15_000,
+            disconnect_timeout_ms: 15_000,
+            send_timeout_ms: 10_000,
+            max_message_bytes: 32 * 1024,
+            max_frame_bytes: 1024 * 1024,
+            outbound_queue_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HubAuth {
+    Anonymous,
+    Token,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubConfig {
+    pub auth: HubAuth,
+    pub presence: bool,
+    pub joined_method: String,
+    pub left_method: String,
+    pub methods: BTreeMap<String, MethodConfig>,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            auth: HubAuth::Anonymous,
+            presence: true,
+            joined_method: "joined".into(),
+            left_method: "left".into(),
+            methods: BTreeMap::new(),
+        }
+    }
+}
+
+/// The built-in actions a client-invocable hub method can map to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Every connection of the hub receives `client_method(args…)`.
+    Broadcast,
+    /// `(group, args…)`: every member of `group` receives `client_method(group, args…)`.
+    SendToGroup,
+    /// `(group)`: the caller joins `group`.
+    JoinGroup,
+    /// `(group)`: the caller leaves `group`.
+    LeaveGroup,
+    /// `(user, args…)`: every connection of `user` receives `client_method(callerUser, args…)`.
+    SendToUser,
+    /// `(value)`: completes with `value`.
+    Echo,
+    /// Completes with the hub's connection count.
+    Count,
+}
+
+impl Action {
+    /// Whether the action sends to other connections and so needs a client method name.
+    pub fn sends(self) -> bool {
+        matches!(
+            self,
+            Action::Broadcast | Action::SendToGroup | Action::SendToUser
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodConfig {
+    pub action: Action,
+    #[serde(default)]
+    pub client_method: String,
+    #[serde(default = "default_true")]
+    pub include_caller: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Overrides given on the command line; they win over the file and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub shards: Option<usize>,
+    pub io: Option<IoMode>,
+}
+
+impl Config {
+    /// The embedded default (config/herald.toml).
+    pub fn embedded() -> Config {
+        toml::from_str(DEFAULT_TOML).expect("the embedded config/herald.toml is valid")
+    }
+
+    /// Parses TOML text. Keys that are absent keep their defaults; `hubs` replaces the default
+    /// hub list only when the file declares at least one hub.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        if config.hubs.is_empty() {
+            config.hubs = Config::embedded().hubs;
+        }
+        Ok(config)
+    }
+
+    /// Loads the file (or the embedded default), then the environment, then `overrides`, and
+    /// validates the result.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?,
+            None => DEFAULT_TOML.to_string(),
+        };
+        let mut config = Config::from_toml(&text)?;
+        config.apply_env(env)?;
+        if let Some(listen) = &overrides.listen {
+            config.server.listen = listen.clone();
+        }
+        if let Some(shards) = overrides.shards {
+            config.server.shards = shards;
+        }
+        if let Some(io) = overrides.io {
+            config.server.io = io;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies `HERALD_SECTION_KEY=value` variables. The variable name is matched against the
+    /// keys that exist (including hub names from the file), so underscores inside key names
+    /// are unambiguous; an unknown variable is an error that names it.
+    pub fn apply_env(
+        &mut self,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
+        let mut tree =
+            toml::Value::try_from(&*self).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let mut changed = false;
+        for (var, value) in env {
+            let Some(rest) = var.strip_prefix("HERALD_") else {
+                continue;
+            };
+            if FLAG_ENV_VARS.contains(&var.as_str()) {
+                continue;
+            }
+            let path = rest.to_ascii_lowercase();
+            let slot = find_key(&mut tree, &path).ok_or_else(|| ConfigError::Env {
+                var: var.clone(),
+                reason: "no such configuration key".into(),
+            })?;
+            *slot = parse_like(slot, &value).map_err(|reason| ConfigError::Env {
+                var: var.clone(),
+                reason,
+            })?;
+            changed = true;
+        }
+        if changed {
+            *self = tree
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Checks every value; the error names the offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let listen: SocketAddr = self
+            .server
+            .listen
+            .parse()
+            .map_err(|e| invalid("server.listen", format!("{e} (expected HOST:PORT)")))?;
+        if self.server.shards > 1024 {
+            return Err(invalid("server.shards", "at most 1024"));
+        }
+        if self.server.listen_backlog == 0 {
+            return Err(invalid("server.listen_backlog", "must be positive"));
+        }
+        if self.server.max_request_body_bytes < 1024 {
+            return Err(invalid("server.max_request_body_bytes", "at least 1024"));
+        }
+        if self.server.inbox_capacity < 16 {
+            return Err(invalid("server.inbox_capacity", "at least 16"));
+        }
+        for origin in &self.server.cors.allowed_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(invalid(
+                    "server.cors.allowed_origins",
+                    format!("`{origin}` is neither \"*\" nor an http(s) origin"),
+                ));
+            }
+        }
+        if self.auth.access_key.len() < 16 {
+            return Err(invalid("auth.access_key", "must be at least 16 characters"));
+        }
+        if self.auth.access_key == DEVELOPMENT_ACCESS_KEY && !listen.ip().is_loopback() {
+            return Err(invalid(
+                "auth.access_key",
+                format!(
+                    "the public development key may only be used on a loopback address, \
+                     but server.listen is {listen}; set HERALD_AUTH_ACCESS_KEY or auth.access_key"
+                ),
+            ));
+        }
+        let c = &self.connections;
+        for (key, value) in [
+            (
+                "connections.keep_alive_interval_ms",
+                c.keep_alive_interval_ms,
+            ),
+            ("connections.client_timeout_ms", c.client_timeout_ms),
+            ("connections.handshake_timeout_ms", c.handshake_timeout_ms),
+            ("connections.disconnect_timeout_ms", c.disconnect_timeout_ms),
+            ("connections.send_timeout_ms", c.send_timeout_ms),
+        ] {
+            if value < 10 {
+                return Err(invalid(key, "at least 10 ms"));
+            }
+        }
+        if c.keep_alive_interval_ms >= c.client_timeout_ms {
+            return Err(invalid(
+                "connections.keep_alive_interval_ms",
+                "must be below connections.client_timeout_ms (clients time out after the same interval)",
+            ));
+        }
+        if c.max_message_bytes < 256 {
+            return Err(invalid("connections.max_message_bytes", "at least 256"));
+        }
+        if c.max_frame_bytes < c.max_message_bytes {
+            return Err(invalid(
+                "connections.max_frame_bytes",
+                "must be at least connections.max_message_bytes",
+            ));
+        }
+        if c.outbound_queue_bytes < 4096 {
+            return Err(invalid("connections.outbound_queue_bytes", "at least 4096"));
+        }
+        if !["trace", "debug", "info", "warn", "error", "off"].contains(&self.log.level.as_str()) {
+            return Err(invalid(
+                "log.level",
+                "one of trace, debug, info, warn, error, off",
+            ));
+        }
+        if self.hubs.is_empty() {
+            return Err(invalid("hubs", "declare at least one hub"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (name, hub) in &self.hubs {
+            let key = format!("hubs.{name}");
+            if !is_hub_name(name) {
+                return Err(invalid(
+                    key,
+                    "a hub name starts with a letter and holds only letters, digits and `_`",
+                ));
+            }
+            if !seen.insert(name.to_ascii_lowercase()) {
+                return Err(invalid(
+                    key,
+                    "hub names are case-insensitive; this one is declared twice",
+                ));
+            }
+            if hub.presence && (hub.joined_method.is_empty() || hub.left_method.is_empty()) {
+                return Err(invalid(
+                    format!("{key}.joined_method"),
+                    "presence needs both joined_method and left_method",
+                ));
+            }
+            let mut methods = std::collections::HashSet::new();
+            for (method, def) in &hub.methods {
+                let mkey = format!("{key}.methods.{method}");
+                if method.is_empty() || method.len() > 256 {
+                    return Err(invalid(mkey, "method names are 1 to 256 characters"));
+                }
+                if !methods.insert(method.to_lowercase()) {
+                    return Err(invalid(
+                        mkey,
+                        "method names are case-insensitive; declared twice",
+                    ));
+                }
+                if def.action.sends() && def.client_method.is_empty() {
+                    return Err(invalid(
+                        format!("{mkey}.client_method"),
+                        format!(
+                            "action `{:?}` needs the client method it invokes",
+                            def.action
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The listen address, parsed (validated by [`Config::validate`]).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.server
+            .listen
+            .parse()
+            .expect("validated listen address")
+    }
+}
+
+/// Whether `name` is a valid hub name: a letter, then letters, digits or `_`.
+pub fn is_hub_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 128
+}
+
+/// Finds the leaf addressed by an underscore-joined lowercase path such as
+/// `connections_keep_alive_interval_ms`, trying every split against the keys that exist.
+fn find_key<'a>(value: &'a mut toml::Value, path: &str) -> Option<&'a mut toml::Value> {
+    let table = value.as_table_mut()?;
+    // An exact leaf match wins; otherwise descend into the table whose key prefixes the path.
+    let exact = table
+        .keys()
+        .find(|k| k.to_ascii_lowercase() == path && !table[*k].is_table())
+        .cloned();
+    if let Some(key) = exact {
+        return table.get_mut(&key);
+    }
+    let prefix = table
+        .iter()
+        .filter(|(k, v)| {
+            v.is_table()
+                && path.len() > k.len()
+                && path.as_bytes()[k.len()] == b'_'
+                && path[..k.len()] == k.to_ascii_lowercase()
+        })
+        .map(|(k, _)| k.clone())
+        .max_by_key(|k| k.len())?;
+    let rest = path[prefix.len() + 1..].to_string();
+    find_key(table.get_mut(&prefix)?, &rest)
+}
+
+/// Parses an environment value as the same TOML type as the value it replaces.
+fn parse_like(old: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+    match old {
+        toml::Value::String(_) => Ok(toml::Value::String(raw.to_string())),
+        toml::Value::Integer(_) => raw
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| format!("`{raw}` is not an integer")),
+        toml::Value::Float(_) => raw
+            .trim()
+            .parse::<f64>()
+            .map(toml::Value::Float)
+            .map_err(|_| format!("`{raw}` is not a number")),
+        toml::Value::Boolean(_) => match raw.trim() {
+            "true" | "1" | "yes" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" | "no" => Ok(toml::Value::Boolean(false)),
+            _ => Err(format!("`{raw}` is not a boolean")),
+        },
+        toml::Value::Array(_) => {
+            // A TOML array literal, or a comma-separated list of strings.
+            if raw.trim_start().starts_with('[') {
+                let doc: toml::Table = toml::from_str(&format!("v = {raw}"))
+                    .map_err(|e| format!("`{raw}` is not a TOML array: {e}"))?;
+                Ok(doc["v"].clone())
+            } else {
+                Ok(toml::Value::Array(
+                    raw.split(',')
+                        .map(|s| s.trim())
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_string()))
+                        .collect(),
+                ))
+            }
+        }
+        _ => Err("this key cannot be set from the environment".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn embedded_default_is_valid_and_declares_chat() {
+        let config = Config::embedded();
+        config.validate().unwrap();
+        let chat = &config.hubs["chat"];
+        assert_eq!(chat.methods["Send"].action, Action::Broadcast);
+        assert_eq!(chat.methods["Send"].client_method, "broadcastMessage");
+        assert_eq!(config.connections.max_message_bytes, 32 * 1024);
+    }
+
+    #[test]
+    fn embedded_default_matches_code_defaults() {
+        // The documented file and the struct defaults must agree key by key.
+        let file = Config::embedded();
+        let code = toml::Value::try_from(ServerConfig::default()).unwrap();
+        assert_eq!(toml::Value::try_from(&file.server).unwrap(), code);
+        let code = toml::Value::try_from(ConnectionsConfig::default()).unwrap();
+        assert_eq!(toml::Value::try_from(&file.connections).unwrap(), code);
+        let code = toml::Value::try_from(AuthConfig::default()).unwrap();
+        assert_eq!(toml::Value::try_from(&file.auth).unwrap(), code);
+        let code = toml::Value::try_from(LogConfig::default()).unwrap();
+        assert_eq!(toml::Value::try_from(&file.log).unwrap(), code);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::from_toml("[server]\nlisen = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+        let err = Config::from_toml("[nope]\n").unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_resolve_underscored_keys() {
+        let mut config = Config::embedded();
+        config
+            .apply_env(env(&[
+                ("HERALD_SERVER_LISTEN_BACKLOG", "128"),
+                ("HERALD_CONNECTIONS_KEEP_ALIVE_INTERVAL_MS", "1000"),
+                ("HERALD_HUBS_CHAT_AUTH", "token"),
+                (
+                    "HERALD_SERVER_CORS_ALLOWED_ORIGINS",
+                    "https://a.example, https://b.example",
+                ),
+                ("HERALD_CONFIG", "ignored.toml"),
+                ("PATH", "/bin"),
+            ]))
+            .unwrap();
+        assert_eq!(config.server.listen_backlog, 128);
+        assert_eq!(config.connections.keep_alive_interval_ms, 1000);
+        assert_eq!(config.hubs["chat"].auth, HubAuth::Token);
+        assert_eq!(config.server.cors.allowed_origins.len(), 2);
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        let mut config = Config::embedded();
+        let err = config
+            .apply_env(env(&[("HERALD_SERVER_NOPE", "1")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("HERALD_SERVER_NOPE"), "{err}");
+        let err = config
+            .apply_env(env(&[("HERALD_SERVER_SHARDS", "many")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("not an integer"), "{err}");
+    }
+
+    #[test]
+    fn overrides_win_and_validation_names_keys() {
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            shards: Some(3),
+            io: Some(IoMode::Epoll),
+        };
+        let config = Config::load(None, env(&[("HERALD_SERVER_SHARDS", "1")]), &overrides).unwrap();
+        assert_eq!(config.server.shards, 3);
+        assert_eq!(config.server.io, IoMode::Epoll);
+
+        let bad = Overrides {
+            listen: Some("0.0.0.0:5000".into()),
+            ..Default::default()
+        };
+        let err = Config::load(None, Vec::new(), &bad).unwrap_err();
+        assert!(err.to_string().contains("auth.access_key"), "{err}");
+
+        let err = Config::from_toml("[connections]\nkeep_alive_interval_ms = 40000\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("keep_alive_interval_ms"), "{err}");
+
+        let err =
+            Config::from_toml("[hubs.room]\n[hubs.room.methods.Say]\naction = \"broadcast\"\n")
+                .unwrap()
+                .validate()
+                .unwrap_err();
+        assert!(err.to_string().contains("client_method"), "{err}");
+    }
+}

@@ -1,0 +1,483 @@
+//! A client connection as the hub sees it: identity, groups and a bounded outbound queue.
+//!
+//! A `Connection` lives on the shard that owns it and is shared only within that thread
+//! (`Rc`), so nothing here locks. Transports do not appear: the queue holds bytes already in
+//! the connection's wire form, and whichever transport serves the connection drains it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io::IoSlice;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::Instant;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+
+use super::definition::HubId;
+use super::outgoing::Encoded;
+use crate::fault::CloseReason;
+use crate::protocol::Protocol;
+
+/// The public id of a connection: 16 random bytes, written as 22 base64url characters, as
+/// ASP.NET Core writes its connection ids.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub u128);
+
+impl ConnectionId {
+    pub fn random() -> ConnectionId {
+        ConnectionId(rand::random())
+    }
+
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_be_bytes()
+    }
+
+    pub fn from_bytes(bytes: [u8; 16]) -> ConnectionId {
+        ConnectionId(u128::from_be_bytes(bytes))
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; 22];
+        let n = URL_SAFE_NO_PAD
+            .encode_slice(self.to_bytes(), &mut buf)
+            .expect("22 bytes hold 16 bytes of base64");
+        f.write_str(std::str::from_utf8(&buf[..n]).expect("base64 is ASCII"))
+    }
+}
+
+impl fmt::Debug for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for ConnectionId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<ConnectionId, ()> {
+        if s.len() != 22 {
+            return Err(());
+        }
+        let mut buf = [0u8; 18];
+        let n = URL_SAFE_NO_PAD.decode_slice(s, &mut buf).map_err(|_| ())?;
+        if n != 16 {
+            return Err(());
+        }
+        let id = ConnectionId::from_bytes(buf[..16].try_into().expect("16 bytes"));
+        // Reject non-canonical spellings, so that one id has exactly one string form.
+        if id.to_string() != s {
+            return Err(());
+        }
+        Ok(id)
+    }
+}
+
+/// Connection ids are random, so their low bits are already a good hash.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64 ^ (n >> 64) as u64;
+    }
+}
+
+pub type IdBuildHasher = BuildHasherDefault<IdHasher>;
+
+/// How the connection's bytes travel; decides the wire form queued for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    WebSockets,
+}
+
+impl TransportKind {
+    pub const ALL: [TransportKind; 1] = [TransportKind::WebSockets];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportKind::WebSockets => "websockets",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the SignalR handshake; not yet in any hub index.
+    Handshaking,
+    /// In the hub: receives publishes and presence events.
+    Open,
+    /// A close was requested; the transport is finishing.
+    Closing,
+}
+
+/// The most queued items handed to one vectored write (Linux's IOV_MAX is 1024).
+pub const MAX_SLICES: usize = 64;
+
+/// One queued item: wire bytes and, for published messages, when the publish happened.
+pub struct Queued {
+    pub bytes: Bytes,
+    pub published: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Outbound {
+    queue: VecDeque<Queued>,
+    /// Bytes of the front item already written.
+    front_written: usize,
+    /// Bytes queued and not yet written.
+    bytes: usize,
+}
+
+/// What a successful write drained from the queue.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    pub bytes: usize,
+    pub messages: usize,
+}
+
+pub struct Connection {
+    pub id: ConnectionId,
+    pub hub: HubId,
+    pub user: Option<Arc<str>>,
+    pub transport: TransportKind,
+    protocol: Cell<Protocol>,
+    phase: Cell<Phase>,
+    close: RefCell<Option<CloseReason>>,
+    outbound: RefCell<Outbound>,
+    cap: usize,
+    waker: Cell<Option<Waker>>,
+    groups: RefCell<Vec<Arc<str>>>,
+    pub opened_at: Instant,
+    last_received: Cell<Instant>,
+    last_sent: Cell<Instant>,
+    stalled_since: Cell<Option<Instant>>,
+}
+
+impl Connection {
+    pub fn new(
+        id: ConnectionId,
+        hub: HubId,
+        user: Option<Arc<str>>,
+        transport: TransportKind,
+        cap: usize,
+    ) -> Connection {
+        let now = Instant::now();
+        Connection {
+            id,
+            hub,
+            user,
+            transport,
+            protocol: Cell::new(Protocol::Json),
+            phase: Cell::new(Phase::Handshaking),
+            close: RefCell::new(None),
+            outbound: RefCell::new(Outbound::default()),
+            cap,
+            waker: Cell::new(None),
+            groups: RefCell::new(Vec::new()),
+            opened_at: now,
+            last_received: Cell::new(now),
+            last_sent: Cell::new(now),
+            stalled_since: Cell::new(None),
+        }
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.protocol.get()
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase.get()
+    }
+
+    /// The handshake succeeded: the connection speaks `protocol` and joins the hub.
+    pub fn open(&self, protocol: Protocol) {
+        self.protocol.set(protocol);
+        if self.phase.get() == Phase::Handshaking {
+            self.phase.set(Phase::Open);
+        }
+    }
+
+    pub fn user_id(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// Queues a published message in this connection's wire form.
+    pub fn send(&self, message: &Encoded, published: Instant) -> Result<(), CloseReason> {
+        let bytes = match self.transport {
+            TransportKind::WebSockets => message.frame(),
+        };
+        self.push(bytes, Some(published))
+    }
+
+    /// Queues bytes already in wire form (handshake answers, completions, pongs).
+    pub fn push_raw(&self, bytes: Bytes) -> Result<(), CloseReason> {
+        self.push(bytes, None)
+    }
+
+    fn push(&self, bytes: Bytes, published: Option<Instant>) -> Result<(), CloseReason> {
+        if self.close.borrow().is_some() {
+            return Ok(());
+        }
+        let mut out = self.outbound.borrow_mut();
+        if out.bytes + bytes.len() > self.cap {
+            drop(out);
+            let reason = CloseReason::SlowConsumer { cap: self.cap };
+            self.request_close(reason.clone());
+            return Err(reason);
+        }
+        let was_empty = out.queue.is_empty();
+        out.bytes += bytes.len();
+        out.queue.push_back(Queued { bytes, published });
+        drop(out);
+        if was_empty {
+            self.wake();
+        }
+        Ok(())
+    }
+
+    /// Asks the transport to close the connection. The first reason wins. Unless the reason
+    /// lets the client finish reading (shutdown, a REST close), queued messages are dropped.
+    pub fn request_close(&self, reason: CloseReason) {
+        let mut close = self.close.borrow_mut();
+        if close.is_some() {
+            return;
+        }
+        let keep_queue = matches!(
+            reason,
+            CloseReason::ServerShutdown | CloseReason::ClosedByServer(_)
+        );
+        *close = Some(reason);
+        drop(close);
+        self.phase.set(Phase::Closing);
+        if !keep_queue {
+            let mut out = self.outbound.borrow_mut();
+            // A partly written front item must still be finished to keep the stream framed.
+            let keep_front = out.front_written > 0;
+            let front = if keep_front {
+                out.queue.pop_front()
+            } else {
+                None
+            };
+            out.queue.clear();
+            out.bytes = 0;
+            if let Some(front) = front {
+                out.bytes = front.bytes.len() - out.front_written;
+                out.queue.push_back(front);
+            }
+        }
+        self.wake();
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.close.borrow().clone()
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.close.borrow().is_some()
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.outbound.borrow().bytes
+    }
+
+    pub fn has_queued(&self) -> bool {
+        !self.outbound.borrow().queue.is_empty()
+    }
+
+    /// Calls `write` with the queued bytes, oldest first, as at most [`MAX_SLICES`] slices for
+    /// one vectored write, and returns what it returns.
+    pub fn with_queued<R>(&self, write: impl FnOnce(&[IoSlice<'_>]) -> R) -> R {
+        let out = self.outbound.borrow();
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let mut n = 0;
+        for (i, item) in out.queue.iter().take(MAX_SLICES).enumerate() {
+            let start = if i == 0 { out.front_written } else { 0 };
+            slices[n] = IoSlice::new(&item.bytes[start..]);
+            n += 1;
+        }
+        write(&slices[..n])
+    }
+
+    /// Removes `n` written bytes from the front of the queue; calls `on_message` with the
+    /// publish time of every message fully written.
+    pub fn consume(&self, mut n: usize, mut on_message: impl FnMut(Option<Instant>)) -> Drained {
+        let mut out = self.outbound.borrow_mut();
+        let mut drained = Drained {
+            bytes: n,
+            messages: 0,
+        };
+        out.bytes -= n.min(out.bytes);
+        while n > 0 {
+            let Some(front) = out.queue.front() else {
+                drained.bytes -= n;
+                break;
+            };
+            let remaining = front.bytes.len() - out.front_written;
+            if n >= remaining {
+                n -= remaining;
+                let item = out.queue.pop_front().expect("front exists");
+                out.front_written = 0;
+                drained.messages += 1;
+                on_message(item.published);
+            } else {
+                out.front_written += n;
+                n = 0;
+            }
+        }
+        drop(out);
+        if drained.bytes > 0 {
+            let now = Instant::now();
+            self.last_sent.set(now);
+        }
+        drained
+    }
+
+    /// Registers the task to wake when something is queued or a close is requested.
+    pub fn register(&self, waker: &Waker) {
+        let current = self.waker.take();
+        match current {
+            Some(w) if w.will_wake(waker) => self.waker.set(Some(w)),
+            _ => self.waker.set(Some(waker.clone())),
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    pub fn touch_received(&self, now: Instant) {
+        self.last_received.set(now);
+    }
+
+    pub fn last_received(&self) -> Instant {
+        self.last_received.get()
+    }
+
+    pub fn last_sent(&self) -> Instant {
+        self.last_sent.get()
+    }
+
+    /// Records whether the socket refused more bytes, for the send timeout.
+    pub fn set_stalled(&self, stalled: bool, now: Instant) {
+        match (stalled, self.stalled_since.get()) {
+            (true, None) => self.stalled_since.set(Some(now)),
+            (false, Some(_)) => self.stalled_since.set(None),
+            _ => {}
+        }
+    }
+
+    pub fn stalled_since(&self) -> Option<Instant> {
+        self.stalled_since.get()
+    }
+
+    /// Remembers that the connection is in `group` (for clean-up); false if it already was.
+    pub fn add_group(&self, group: &Arc<str>) -> bool {
+        let mut groups = self.groups.borrow_mut();
+        if groups.iter().any(|g| g == group) {
+            return false;
+        }
+        groups.push(group.clone());
+        true
+    }
+
+    pub fn remove_group(&self, group: &str) -> bool {
+        let mut groups = self.groups.borrow_mut();
+        match groups.iter().position(|g| &**g == group) {
+            Some(i) => {
+                groups.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn take_groups(&self) -> Vec<Arc<str>> {
+        std::mem::take(&mut self.groups.borrow_mut())
+    }
+
+    pub fn groups(&self) -> Vec<Arc<str>> {
+        self.groups.borrow().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(cap: usize) -> Connection {
+        Connection::new(
+            ConnectionId::random(),
+            0,
+            None,
+            TransportKind::WebSockets,
+            cap,
+        )
+    }
+
+    #[test]
+    fn ids_round_trip_and_reject_garbage() {
+        let id = ConnectionId::random();
+        let s = id.to_string();
+        assert_eq!(s.len(), 22);
+        assert_eq!(s.parse::<ConnectionId>(), Ok(id));
+        assert!("short".parse::<ConnectionId>().is_err());
+        assert!("!!!!!!!!!!!!!!!!!!!!!!".parse::<ConnectionId>().is_err());
+        // The last character carries 4 unused bits: only the canonical spelling is accepted.
+        let mut other = s.clone();
+        let last = other.pop().unwrap();
+        let alt = if last == 'A' { 'B' } else { 'A' };
+        other.push(alt);
+        if let Ok(parsed) = other.parse::<ConnectionId>() {
+            assert_ne!(parsed, id);
+        }
+    }
+
+    #[test]
+    fn queue_is_capped_in_bytes_and_partial_writes_are_tracked() {
+        let c = conn(10);
+        c.push_raw(Bytes::from_static(b"abcd")).unwrap();
+        c.push_raw(Bytes::from_static(b"efgh")).unwrap();
+        assert_eq!(c.queued_bytes(), 8);
+        assert_eq!(c.with_queued(|s| s.len()), 2);
+        let d = c.consume(5, |_| {});
+        assert_eq!(
+            d,
+            Drained {
+                bytes: 5,
+                messages: 1
+            }
+        );
+        assert_eq!(c.with_queued(|s| s[0].to_vec()), b"fgh");
+        assert_eq!(c.queued_bytes(), 3);
+        // 3 + 8 > 10: the client is a slow consumer; the partly written item is kept.
+        assert_eq!(
+            c.push_raw(Bytes::from_static(b"12345678")),
+            Err(CloseReason::SlowConsumer { cap: 10 })
+        );
+        assert_eq!(
+            c.close_reason(),
+            Some(CloseReason::SlowConsumer { cap: 10 })
+        );
+        assert_eq!(c.queued_bytes(), 3);
+        // Nothing more is queued once closing.
+        c.push_raw(Bytes::from_static(b"x")).unwrap();
+        assert_eq!(c.queued_bytes(), 3);
+    }
+}

@@ -1,0 +1,19 @@
+//! The hub: hub definitions, connections, per-shard indexes, the dispatcher and fan-out.
+//!
+//! Hub logic is transport-free: it works on connection ids and messages, and a publish is
+//! encoded once per protocol and handed to every shard through its inbox.
+
+pub mod connection;
+pub mod definition;
+pub mod dispatch;
+pub mod index;
+pub mod node;
+pub mod outgoing;
+pub mod shard;
+
+pub use connection::{Connection, ConnectionId, TransportKind};
+pub use definition::{HubDef, HubId, Hubs};
+pub use index::Target;
+pub use node::{Node, Publish, Query, ShardMsg};
+pub use outgoing::{Encoded, Outgoing};
+pub use shard::Shard;

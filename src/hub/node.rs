@@ -1,0 +1,384 @@
+//! The node: what every shard of one Herald process shares. It is immutable after start-up
+//! except for lock-free inboxes, atomic counters and the connection registry, so shards reach
+//! each other without contending on a lock in the hot path.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crossbeam::queue::ArrayQueue;
+use tokio::sync::{Notify, oneshot, watch};
+
+use super::connection::{ConnectionId, IdBuildHasher};
+use super::definition::{HubId, Hubs};
+use super::index::Target;
+use super::outgoing::Outgoing;
+use crate::config::Config;
+use crate::fault::CloseReason;
+use crate::metrics::Snapshot;
+
+/// A message published to a hub target, shared by every shard it reaches.
+#[derive(Debug)]
+pub struct Publish {
+    pub hub: HubId,
+    pub target: Target,
+    pub excluded: Vec<ConnectionId>,
+    pub message: Outgoing,
+    pub created: Instant,
+}
+
+/// A question every shard answers about its own connections; the node ORs the answers.
+#[derive(Debug, Clone)]
+pub enum Query {
+    GroupExists {
+        hub: HubId,
+        group: Arc<str>,
+    },
+    UserExists {
+        hub: HubId,
+        user: Arc<str>,
+    },
+    UserInGroup {
+        hub: HubId,
+        user: Arc<str>,
+        group: Arc<str>,
+    },
+}
+
+/// What one shard asks of another.
+#[derive(Debug)]
+pub enum ShardMsg {
+    Publish(Arc<Publish>),
+    Join {
+        conn: ConnectionId,
+        group: Arc<str>,
+    },
+    Leave {
+        conn: ConnectionId,
+        group: Arc<str>,
+    },
+    LeaveAll {
+        conn: ConnectionId,
+    },
+    AddUserToGroup {
+        hub: HubId,
+        user: Arc<str>,
+        group: Arc<str>,
+        until: Option<Instant>,
+    },
+    RemoveUserFromGroup {
+        hub: HubId,
+        user: Arc<str>,
+        group: Arc<str>,
+    },
+    RemoveUserFromAllGroups {
+        hub: HubId,
+        user: Arc<str>,
+    },
+    Close {
+        hub: HubId,
+        target: Target,
+        excluded: Arc<Vec<ConnectionId>>,
+        reason: CloseReason,
+    },
+    Query(Query, oneshot::Sender<bool>),
+    Snapshot(oneshot::Sender<Snapshot>),
+}
+
+/// A bounded, lock-free multi-producer inbox. Senders wait (rather than drop) when it is full,
+/// so a slow shard slows its publishers instead of losing messages or growing without bound.
+pub struct Inbox {
+    queue: ArrayQueue<ShardMsg>,
+    ready: Notify,
+    space: Notify,
+}
+
+impl Inbox {
+    pub fn new(capacity: usize) -> Inbox {
+        Inbox {
+            queue: ArrayQueue::new(capacity),
+            ready: Notify::new(),
+            space: Notify::new(),
+        }
+    }
+
+    pub async fn send(&self, mut msg: ShardMsg) {
+        loop {
+            match self.queue.push(msg) {
+                Ok(()) => {
+                    self.ready.notify_one();
+                    return;
+                }
+                Err(back) => msg = back,
+            }
+            let space = self.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            match self.queue.push(msg) {
+                Ok(()) => {
+                    self.ready.notify_one();
+                    return;
+                }
+                Err(back) => msg = back,
+            }
+            space.await;
+        }
+    }
+
+    /// Waits for messages and moves up to `max` of them into `out`.
+    pub async fn recv(&self, out: &mut Vec<ShardMsg>, max: usize) {
+        loop {
+            while out.len() < max {
+                match self.queue.pop() {
+                    Some(m) => out.push(m),
+                    None => break,
+                }
+            }
+            if !out.is_empty() {
+                self.space.notify_waiters();
+                return;
+            }
+            self.ready.notified().await;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Active {
+        shard: u16,
+        hub: HubId,
+    },
+    /// Ended, but its connection token is still valid until then: the id must not start a
+    /// new connection.
+    Ended {
+        until: Instant,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    #[error("the connection is active")]
+    Active,
+    #[error("the connection has ended")]
+    Ended,
+}
+
+const REGISTRY_SEGMENTS: usize = 64;
+
+/// Which shard owns each connection id of this node, and which ids ended recently. Touched on
+/// connect, disconnect and REST lookups only, never per message.
+pub struct Registry {
+    segments: Box<[Mutex<HashMap<ConnectionId, Slot, IdBuildHasher>>]>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            segments: (0..REGISTRY_SEGMENTS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
+        }
+    }
+}
+
+impl Registry {
+    fn segment(
+        &self,
+        id: ConnectionId,
+    ) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, Slot, IdBuildHasher>> {
+        self.segments[(id.0 as usize) % REGISTRY_SEGMENTS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that `shard` now owns `id`, unless the id is active or ended.
+    pub fn claim(&self, id: ConnectionId, shard: usize, hub: HubId) -> Result<(), ClaimError> {
+        let mut seg = self.segment(id);
+        match seg.get(&id) {
+            Some(Slot::Active { .. }) => Err(ClaimError::Active),
+            Some(Slot::Ended { until }) if *until > Instant::now() => Err(ClaimError::Ended),
+            _ => {
+                seg.insert(
+                    id,
+                    Slot::Active {
+                        shard: shard as u16,
+                        hub,
+                    },
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Marks `id` ended; it stays unusable until `until` (when its token expires).
+    pub fn end(&self, id: ConnectionId, until: Option<Instant>) {
+        let mut seg = self.segment(id);
+        match until {
+            Some(until) if until > Instant::now() => {
+                seg.insert(id, Slot::Ended { until });
+            }
+            _ => {
+                seg.remove(&id);
+            }
+        }
+    }
+
+    /// The shard and hub of an active connection.
+    pub fn locate(&self, id: ConnectionId) -> Option<(usize, HubId)> {
+        match self.segment(id).get(&id) {
+            Some(Slot::Active { shard, hub }) => Some((*shard as usize, *hub)),
+            _ => None,
+        }
+    }
+
+    /// Forgets ended ids whose tokens have expired, in the segments `part` of `parts` covers.
+    pub fn purge(&self, now: Instant, part: usize, parts: usize) {
+        for (i, seg) in self.segments.iter().enumerate() {
+            if i % parts.max(1) == part {
+                seg.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|_, slot| !matches!(slot, Slot::Ended { until } if *until <= now));
+            }
+        }
+    }
+}
+
+/// The keys derived from the configured access key.
+pub struct Keys {
+    /// Signs and verifies access tokens (JWT HS256), as Azure SignalR does.
+    pub access: Vec<u8>,
+    /// Signs connection tokens; derived so that a connection token is never a valid JWT key.
+    pub connection: [u8; 32],
+}
+
+impl Keys {
+    pub fn new(access_key: &str) -> Keys {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(access_key.as_bytes())
+            .expect("HMAC takes any key length");
+        mac.update(b"herald connection token v1");
+        Keys {
+            access: access_key.as_bytes().to_vec(),
+            connection: mac.finalize().into_bytes().into(),
+        }
+    }
+}
+
+pub struct Node {
+    pub config: Arc<Config>,
+    pub hubs: Hubs,
+    pub keys: Keys,
+    pub registry: Registry,
+    inboxes: Box<[Inbox]>,
+    counts: Box<[AtomicI64]>,
+    shutdown: watch::Sender<bool>,
+    pub started: Instant,
+    /// "uring" or "epoll", for the logs and /metrics.
+    pub io: &'static str,
+}
+
+impl Node {
+    pub fn new(config: Config, shards: usize, io: &'static str) -> Arc<Node> {
+        let hubs = Hubs::from_config(&config);
+        let capacity = config.server.inbox_capacity;
+        Arc::new(Node {
+            keys: Keys::new(&config.auth.access_key),
+            registry: Registry::default(),
+            inboxes: (0..shards).map(|_| Inbox::new(capacity)).collect(),
+            counts: (0..hubs.len()).map(|_| AtomicI64::new(0)).collect(),
+            shutdown: watch::channel(false).0,
+            started: Instant::now(),
+            config: Arc::new(config),
+            hubs,
+            io,
+        })
+    }
+
+    pub fn shards(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    pub fn inbox(&self, shard: usize) -> &Inbox {
+        &self.inboxes[shard]
+    }
+
+    /// Connections of the hub on this node.
+    pub fn count(&self, hub: HubId) -> i64 {
+        self.counts[hub as usize].load(Ordering::Relaxed)
+    }
+
+    /// Adds `delta` to the hub's count and returns the new count.
+    pub fn add_count(&self, hub: HubId, delta: i64) -> i64 {
+        self.counts[hub as usize].fetch_add(delta, Ordering::Relaxed) + delta
+    }
+
+    /// Starts the graceful shutdown of every shard.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Resolves once shutdown has begun.
+    pub fn shutdown_signal(&self) -> impl Future<Output = ()> + 'static {
+        let mut rx = self.shutdown.subscribe();
+        async move {
+            let _ = rx.wait_for(|down| *down).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn registry_claims_once_and_remembers_ended_ids() {
+        let r = Registry::default();
+        let id = ConnectionId::random();
+        r.claim(id, 1, 0).unwrap();
+        assert_eq!(r.locate(id), Some((1, 0)));
+        assert_eq!(r.claim(id, 0, 0), Err(ClaimError::Active));
+        r.end(id, Some(Instant::now() + Duration::from_secs(60)));
+        assert_eq!(r.locate(id), None);
+        assert_eq!(r.claim(id, 0, 0), Err(ClaimError::Ended));
+        r.purge(Instant::now() + Duration::from_secs(61), 0, 1);
+        assert!(r.claim(id, 0, 0).is_ok());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn inbox_waits_when_full_and_loses_nothing() {
+        let inbox = Arc::new(Inbox::new(2));
+        let sender = {
+            let inbox = inbox.clone();
+            tokio::spawn(async move {
+                for i in 0..100u64 {
+                    inbox
+                        .send(ShardMsg::LeaveAll {
+                            conn: ConnectionId(i as u128),
+                        })
+                        .await;
+                }
+            })
+        };
+        let mut got = Vec::new();
+        let mut batch = Vec::new();
+        while got.len() < 100 {
+            inbox.recv(&mut batch, 16).await;
+            for m in batch.drain(..) {
+                let ShardMsg::LeaveAll { conn } = m else {
+                    panic!()
+                };
+                got.push(conn.0 as u64);
+            }
+        }
+        sender.await.unwrap();
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,115 @@
+//! Messages on their way to clients, encoded once per wire protocol.
+//!
+//! An [`Encoded`] message is a complete WebSocket frame whose payload can also be sliced out
+//! (for transports without WebSocket framing), so one allocation serves every recipient.
+
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+
+use crate::protocol::{HubMessage, Protocol, Value, json};
+use crate::transport::websocket::frame::{self, OpCode};
+
+/// One message in wire form: a server WebSocket frame; the payload follows `header_len` bytes.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    frame: Bytes,
+    header_len: u8,
+}
+
+impl Encoded {
+    fn from_payload_buffer(buf: Vec<u8>, protocol: Protocol) -> Encoded {
+        let opcode = match protocol {
+            Protocol::Json => OpCode::Text,
+        };
+        let (frame, header_len) = frame::finish(buf, opcode);
+        Encoded {
+            frame,
+            header_len: header_len as u8,
+        }
+    }
+
+    /// Encodes any hub message.
+    pub fn message(message: &HubMessage, protocol: Protocol) -> Encoded {
+        let mut buf = frame::payload_buffer(64);
+        match protocol {
+            Protocol::Json => json::encode(message, &mut buf),
+        }
+        Encoded::from_payload_buffer(buf, protocol)
+    }
+
+    /// Raw protocol bytes (a handshake answer) framed for a connection speaking `protocol`.
+    pub fn raw(bytes: &[u8], protocol: Protocol) -> Encoded {
+        let mut buf = frame::payload_buffer(bytes.len());
+        buf.extend_from_slice(bytes);
+        Encoded::from_payload_buffer(buf, protocol)
+    }
+
+    /// The whole WebSocket frame.
+    pub fn frame(&self) -> Bytes {
+        self.frame.clone()
+    }
+
+    /// The protocol bytes alone.
+    pub fn payload(&self) -> Bytes {
+        self.frame.slice(self.header_len as usize..)
+    }
+}
+
+/// A published invocation of `target(arguments…)`, encoded lazily at most once per protocol:
+/// shards on other threads share it, and the first recipient speaking a protocol pays for it.
+#[derive(Debug)]
+pub struct Outgoing {
+    target: std::sync::Arc<str>,
+    arguments: Vec<Value>,
+    json: OnceLock<Encoded>,
+}
+
+impl Outgoing {
+    pub fn new(target: std::sync::Arc<str>, arguments: Vec<Value>) -> Outgoing {
+        Outgoing {
+            target,
+            arguments,
+            json: OnceLock::new(),
+        }
+    }
+
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    pub fn arguments(&self) -> &[Value] {
+        &self.arguments
+    }
+
+    pub fn encoded(&self, protocol: Protocol) -> &Encoded {
+        match protocol {
+            Protocol::Json => self.json.get_or_init(|| {
+                let mut buf = frame::payload_buffer(64 + self.target.len());
+                json::encode_send(&self.target, &self.arguments, &mut buf);
+                Encoded::from_payload_buffer(buf, Protocol::Json)
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_encoding_serves_frame_and_payload() {
+        let out = Outgoing::new("m".into(), vec![Value::Int(1)]);
+        let e = out.encoded(Protocol::Json);
+        let payload = b"{\"type\":1,\"target\":\"m\",\"arguments\":[1]}\x1e";
+        assert_eq!(&e.payload()[..], payload);
+        assert_eq!(e.frame()[0], 0x81);
+        assert_eq!(e.frame()[1] as usize, payload.len());
+        assert_eq!(&e.frame()[2..], payload);
+        // The same allocation is shared.
+        assert_eq!(
+            e.frame().as_ptr(),
+            out.encoded(Protocol::Json).frame().as_ptr()
+        );
+    }
+}

@@ -1,0 +1,547 @@
+//! A shard: one thread's share of the node's connections, with its own indexes, metrics and
+//! inbox. Everything here runs on the shard's thread; other shards reach it only through its
+//! inbox, and it reaches them only through theirs.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::connection::{Connection, ConnectionId, IdBuildHasher, Phase, TransportKind};
+use super::index::{ShardIndex, Target};
+use super::node::{Node, Publish, Query, ShardMsg};
+use super::outgoing::{Encoded, Outgoing};
+use crate::fault::CloseReason;
+use crate::metrics::{ShardMetrics, Snapshot};
+use crate::protocol::handshake::HandshakeError;
+use crate::protocol::{HubMessage, Protocol, Value};
+
+/// Messages handled per inbox wake-up before yielding to connections.
+const INBOX_BATCH: usize = 256;
+
+/// Size of the read buffer every connection of the shard shares (reads never yield while
+/// holding it, so one per thread suffices and idle connections own no read buffer).
+pub const SCRATCH_BYTES: usize = 64 * 1024;
+
+struct State {
+    conns: HashMap<ConnectionId, Rc<Connection>, IdBuildHasher>,
+    index: ShardIndex,
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub node: Arc<Node>,
+    state: RefCell<State>,
+    pub metrics: ShardMetrics,
+    ping: Encoded,
+    scratch: RefCell<Box<[u8]>>,
+}
+
+impl Shard {
+    pub fn new(id: usize, node: Arc<Node>) -> Rc<Shard> {
+        let hubs = node.hubs.len();
+        Rc::new(Shard {
+            id,
+            state: RefCell::new(State {
+                conns: HashMap::default(),
+                index: ShardIndex::new(hubs),
+            }),
+            metrics: ShardMetrics::new(hubs),
+            ping: Encoded::message(&HubMessage::Ping, Protocol::Json),
+            scratch: RefCell::new(vec![0u8; SCRATCH_BYTES].into_boxed_slice()),
+            node,
+        })
+    }
+
+    /// The shard's shared read buffer.
+    pub fn scratch(&self) -> std::cell::RefMut<'_, Box<[u8]>> {
+        self.scratch.borrow_mut()
+    }
+
+    /// Takes a new connection (still handshaking) onto this shard.
+    pub fn attach(&self, conn: Rc<Connection>) {
+        self.state.borrow_mut().conns.insert(conn.id, conn);
+    }
+
+    pub fn connection(&self, id: ConnectionId) -> Option<Rc<Connection>> {
+        self.state.borrow().conns.get(&id).cloned()
+    }
+
+    /// Connections on this shard, handshaking ones included.
+    pub fn connection_count(&self) -> usize {
+        self.state.borrow().conns.len()
+    }
+
+    /// The handshake succeeded: the connection joins its hub, and presence is announced.
+    pub async fn open(self: &Rc<Self>, conn: &Rc<Connection>, protocol: Protocol) {
+        conn.open(protocol);
+        let now = Instant::now();
+        self.state
+            .borrow_mut()
+            .index
+            .hub_mut(conn.hub)
+            .add(conn, now);
+        let count = self.node.add_count(conn.hub, 1);
+        self.metrics.connection_opened();
+        self.metrics.record(
+            crate::metrics::Latency::Handshake,
+            micros(now - conn.opened_at),
+        );
+        if let Some(presence) = &self.node.hubs.get(conn.hub).presence {
+            let args = vec![
+                Value::Str(conn.id.to_string()),
+                conn.user_id().into(),
+                Value::Int(count),
+            ];
+            self.publish(Publish {
+                hub: conn.hub,
+                target: Target::All,
+                excluded: Vec::new(),
+                message: Outgoing::new(presence.joined.clone(), args),
+                created: now,
+            })
+            .await;
+        }
+    }
+
+    /// The connection is gone: it leaves every index, its id ends (and stays unusable until
+    /// `until`), and the rest of the hub hears that it left.
+    pub async fn detach(
+        self: &Rc<Self>,
+        conn: &Rc<Connection>,
+        reason: &CloseReason,
+        until: Option<Instant>,
+    ) {
+        let was_open = {
+            let mut state = self.state.borrow_mut();
+            state.conns.remove(&conn.id);
+            let open = state.index.hub(conn.hub).connection(conn.id).is_some();
+            state.index.hub_mut(conn.hub).remove(conn);
+            open
+        };
+        self.node.registry.end(conn.id, until);
+        self.metrics.closed(reason);
+        if !was_open {
+            return;
+        }
+        let count = self.node.add_count(conn.hub, -1);
+        // During shutdown every connection leaves: announcing each to all others would be
+        // quadratic, and the clients are told to reconnect anyway.
+        if self.node.is_shutting_down() {
+            return;
+        }
+        if let Some(presence) = &self.node.hubs.get(conn.hub).presence {
+            let args = vec![
+                Value::Str(conn.id.to_string()),
+                conn.user_id().into(),
+                Value::Int(count),
+            ];
+            self.publish(Publish {
+                hub: conn.hub,
+                target: Target::All,
+                excluded: Vec::new(),
+                message: Outgoing::new(presence.left.clone(), args),
+                created: Instant::now(),
+            })
+            .await;
+        }
+    }
+
+    /// Delivers a publish on this shard and hands it to every other shard that may hold a
+    /// recipient. Each shard's inbox is FIFO, so one publisher's messages to one target arrive
+    /// in the order sent.
+    pub async fn publish(self: &Rc<Self>, publish: Publish) {
+        let publish = Arc::new(publish);
+        if let Target::Connection(id) = publish.target {
+            match self.node.registry.locate(id) {
+                Some((shard, _)) if shard == self.id => self.deliver(&publish),
+                Some((shard, _)) => {
+                    self.node
+                        .inbox(shard)
+                        .send(ShardMsg::Publish(publish))
+                        .await
+                }
+                None => {}
+            }
+            return;
+        }
+        self.deliver(&publish);
+        for shard in 0..self.node.shards() {
+            if shard != self.id {
+                self.node
+                    .inbox(shard)
+                    .send(ShardMsg::Publish(publish.clone()))
+                    .await;
+            }
+        }
+    }
+
+    /// Queues a publish to this shard's recipients.
+    fn deliver(&self, publish: &Publish) {
+        let state = self.state.borrow();
+        let mut delivered = 0u64;
+        let mut send = |conn: &Rc<Connection>| {
+            if conn.phase() != Phase::Open || publish.excluded.contains(&conn.id) {
+                return;
+            }
+            let encoded = publish.message.encoded(conn.protocol());
+            if conn.send(encoded, publish.created).is_ok() {
+                delivered += 1;
+            }
+        };
+        match &publish.target {
+            Target::Connection(id) => {
+                if let Some(conn) = state.conns.get(id).filter(|c| c.hub == publish.hub) {
+                    send(conn);
+                }
+            }
+            target => {
+                if let Some(members) = state.index.hub(publish.hub).members(target) {
+                    members.values().for_each(&mut send);
+                }
+            }
+        }
+        self.metrics.messages_out(publish.hub, delivered);
+    }
+
+    /// The caller joins `group` (groups are per hub).
+    pub fn join(&self, conn: &Rc<Connection>, group: &Arc<str>) {
+        if conn.phase() == Phase::Open {
+            self.state
+                .borrow_mut()
+                .index
+                .hub_mut(conn.hub)
+                .join(conn, group);
+        }
+    }
+
+    pub fn leave(&self, conn: &Connection, group: &str) {
+        self.state
+            .borrow_mut()
+            .index
+            .hub_mut(conn.hub)
+            .leave(conn, group);
+    }
+
+    /// Applies a message from another shard (or from this shard's own REST handlers).
+    pub fn apply(&self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Publish(publish) => self.deliver(&publish),
+            ShardMsg::Join { conn, group } => {
+                if let Some(conn) = self.connection(conn) {
+                    self.join(&conn, &group);
+                }
+            }
+            ShardMsg::Leave { conn, group } => {
+                if let Some(conn) = self.connection(conn) {
+                    self.leave(&conn, &group);
+                }
+            }
+            ShardMsg::LeaveAll { conn } => {
+                if let Some(conn) = self.connection(conn) {
+                    self.state
+                        .borrow_mut()
+                        .index
+                        .hub_mut(conn.hub)
+                        .leave_all(&conn);
+                }
+            }
+            ShardMsg::AddUserToGroup {
+                hub,
+                user,
+                group,
+                until,
+            } => {
+                self.state
+                    .borrow_mut()
+                    .index
+                    .hub_mut(hub)
+                    .add_user_to_group(&user, &group, until);
+            }
+            ShardMsg::RemoveUserFromGroup { hub, user, group } => {
+                self.state
+                    .borrow_mut()
+                    .index
+                    .hub_mut(hub)
+                    .remove_user_from_group(&user, &group);
+            }
+            ShardMsg::RemoveUserFromAllGroups { hub, user } => {
+                self.state
+                    .borrow_mut()
+                    .index
+                    .hub_mut(hub)
+                    .remove_user_from_all_groups(&user);
+            }
+            ShardMsg::Close {
+                hub,
+                target,
+                excluded,
+                reason,
+            } => {
+                let victims: Vec<Rc<Connection>> = {
+                    let state = self.state.borrow();
+                    match &target {
+                        Target::Connection(id) => {
+                            state.conns.get(id).cloned().into_iter().collect()
+                        }
+                        target => state
+                            .index
+                            .hub(hub)
+                            .members(target)
+                            .map(|m| m.values().cloned().collect())
+                            .unwrap_or_default(),
+                    }
+                };
+                for conn in victims {
+                    if conn.hub == hub && !excluded.contains(&conn.id) {
+                        conn.request_close(reason.clone());
+                    }
+                }
+            }
+            ShardMsg::Query(query, reply) => {
+                let _ = reply.send(self.answer(&query));
+            }
+            ShardMsg::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot_local());
+            }
+        }
+    }
+
+    fn answer(&self, query: &Query) -> bool {
+        let state = self.state.borrow();
+        match query {
+            Query::GroupExists { hub, group } => state.index.hub(*hub).has_group(group),
+            Query::UserExists { hub, user } => state.index.hub(*hub).has_user(user),
+            Query::UserInGroup { hub, user, group } => {
+                state
+                    .index
+                    .hub(*hub)
+                    .user_in_group(user, group, Instant::now())
+            }
+        }
+    }
+
+    /// Sends `msg` to the shard that owns connection `id`; false if no shard does.
+    pub async fn to_owner(&self, id: ConnectionId, msg: ShardMsg) -> bool {
+        match self.node.registry.locate(id) {
+            Some((shard, _)) if shard == self.id => {
+                self.apply(msg);
+                true
+            }
+            Some((shard, _)) => {
+                self.node.inbox(shard).send(msg).await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sends a message made by `make` to every shard, this one included.
+    pub async fn to_all(&self, make: impl Fn() -> ShardMsg) {
+        for shard in 0..self.node.shards() {
+            if shard == self.id {
+                self.apply(make());
+            } else {
+                self.node.inbox(shard).send(make()).await;
+            }
+        }
+    }
+
+    /// Asks every shard; true if any answers yes.
+    pub async fn query(&self, query: Query) -> bool {
+        if self.answer(&query) {
+            return true;
+        }
+        let mut replies = Vec::new();
+        for shard in (0..self.node.shards()).filter(|s| *s != self.id) {
+            let (tx, rx) = oneshot::channel();
+            self.node
+                .inbox(shard)
+                .send(ShardMsg::Query(query.clone(), tx))
+                .await;
+            replies.push(rx);
+        }
+        for rx in replies {
+            if rx.await.unwrap_or(false) {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn snapshot_local(&self) -> Snapshot {
+        let state = self.state.borrow();
+        let transports = TransportKind::ALL.len();
+        let mut gauges = vec![0u64; self.node.hubs.len() * transports];
+        for conn in state.conns.values() {
+            if conn.phase() == Phase::Open {
+                let t = TransportKind::ALL
+                    .iter()
+                    .position(|t| *t == conn.transport)
+                    .unwrap_or(0);
+                gauges[conn.hub as usize * transports + t] += 1;
+            }
+        }
+        self.metrics.snapshot(gauges)
+    }
+
+    /// The metrics of every shard, merged.
+    pub async fn snapshot(&self) -> Snapshot {
+        let mut merged = self.snapshot_local();
+        for shard in (0..self.node.shards()).filter(|s| *s != self.id) {
+            let (tx, rx) = oneshot::channel();
+            self.node.inbox(shard).send(ShardMsg::Snapshot(tx)).await;
+            if let Ok(snapshot) = rx.await {
+                merged.merge(&snapshot);
+            }
+        }
+        merged
+    }
+
+    /// Serves the inbox until the runtime stops.
+    pub async fn run_inbox(self: Rc<Self>) {
+        let mut batch = Vec::with_capacity(INBOX_BATCH);
+        loop {
+            self.node.inbox(self.id).recv(&mut batch, INBOX_BATCH).await;
+            for msg in batch.drain(..) {
+                self.apply(msg);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Asks every connection to close with `reason`.
+    pub fn close_all(&self, reason: CloseReason) {
+        let conns: Vec<Rc<Connection>> = self.state.borrow().conns.values().cloned().collect();
+        for conn in conns {
+            conn.request_close(reason.clone());
+        }
+    }
+
+    /// How often timers are checked: a quarter of the shortest timeout, within [10 ms, 1 s].
+    pub fn tick_interval(&self) -> Duration {
+        let c = &self.node.config.connections;
+        let shortest = [
+            c.keep_alive_interval_ms,
+            c.client_timeout_ms,
+            c.handshake_timeout_ms,
+            c.send_timeout_ms,
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(1000);
+        Duration::from_millis((shortest / 4).clamp(10, 1000))
+    }
+
+    /// Keep-alive pings and timeouts for every connection, batched in one timer per shard
+    /// instead of timers per connection.
+    pub async fn run_housekeeping(self: Rc<Self>) {
+        let c = self.node.config.connections.clone();
+        let keep_alive = Duration::from_millis(c.keep_alive_interval_ms);
+        let client_timeout = Duration::from_millis(c.client_timeout_ms);
+        let handshake_timeout = Duration::from_millis(c.handshake_timeout_ms);
+        let send_timeout = Duration::from_millis(c.send_timeout_ms);
+        let mut ticker = tokio::time::interval(self.tick_interval());
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
+        loop {
+            ticker.tick().await;
+            ticks += 1;
+            let now = Instant::now();
+            let conns: Vec<Rc<Connection>> = self.state.borrow().conns.values().cloned().collect();
+            for conn in conns {
+                if conn.is_closing() {
+                    continue;
+                }
+                if let Some(since) = conn.stalled_since()
+                    && now - since >= send_timeout
+                {
+                    conn.request_close(CloseReason::SendTimeout);
+                    continue;
+                }
+                match conn.phase() {
+                    Phase::Handshaking if now - conn.opened_at >= handshake_timeout => {
+                        conn.request_close(CloseReason::Handshake(HandshakeError::TimedOut));
+                    }
+                    Phase::Open if now - conn.last_received() >= client_timeout => {
+                        conn.request_close(CloseReason::ClientTimeout);
+                    }
+                    Phase::Open if now - conn.last_sent() >= keep_alive && !conn.has_queued() => {
+                        let _ = conn.send(&self.ping, now);
+                    }
+                    _ => {}
+                }
+            }
+            if ticks % 64 == 0 {
+                self.state.borrow_mut().index.purge(now);
+                self.node.registry.purge(now, self.id, self.node.shards());
+            }
+        }
+    }
+}
+
+pub fn micros(d: Duration) -> u64 {
+    d.as_micros().min(u64::MAX as u128) as u64
+}
+
+/// Helpers for tests that drive shards without sockets.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::config::Config;
+
+    /// A node of `shards` shards living on the current thread, with their inboxes served.
+    pub fn node(shards: usize, config: Config) -> Vec<Rc<Shard>> {
+        let node = Node::new(config, shards, "test");
+        (0..shards)
+            .map(|i| {
+                let shard = Shard::new(i, node.clone());
+                tokio::task::spawn_local(shard.clone().run_inbox());
+                shard
+            })
+            .collect()
+    }
+
+    /// An opened connection on `shard` with no transport: its queue is the fake socket.
+    pub async fn connect(shard: &Rc<Shard>, user: Option<&str>) -> Rc<Connection> {
+        let conn = Rc::new(Connection::new(
+            ConnectionId::random(),
+            0,
+            user.map(Arc::from),
+            TransportKind::WebSockets,
+            1 << 20,
+        ));
+        shard.node.registry.claim(conn.id, shard.id, 0).unwrap();
+        shard.attach(conn.clone());
+        shard.open(&conn, Protocol::Json).await;
+        conn
+    }
+
+    /// Lets other shards' inbox tasks run.
+    pub async fn settle() {
+        for _ in 0..8 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Takes every queued message as text (WebSocket framing stripped).
+    pub fn drain(conn: &Connection) -> Vec<String> {
+        let mut frames = Vec::new();
+        while conn.has_queued() {
+            let n = conn.with_queued(|slices| {
+                let mut n = 0;
+                for s in slices {
+                    let header = if s[1] & 0x7f == 126 { 4 } else { 2 };
+                    frames.push(String::from_utf8(s[header..s.len() - 1].to_vec()).unwrap());
+                    n += s.len();
+                }
+                n
+            });
+            conn.consume(n, |_| {});
+        }
+        frames
+    }
+}

@@ -1,0 +1,404 @@
+//! Counters and latency histograms, kept per shard without atomics or locks and merged when
+//! `/metrics` is read, then written in the Prometheus text format.
+//!
+//! Label sets are bounded: hubs come from the configuration, transports and close reasons and
+//! HTTP fault codes from fixed tables.
+
+use std::cell::{Cell, RefCell};
+use std::fmt::Write;
+
+use hdrhistogram::Histogram;
+
+use crate::fault::{CloseReason, HttpFault};
+use crate::hub::connection::TransportKind;
+use crate::hub::definition::Hubs;
+
+/// Latencies are recorded in microseconds, from 1 µs to 10 minutes, to 2 significant digits.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 2).expect("valid histogram bounds")
+}
+
+/// The named latency histograms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Latency {
+    /// From the transport being established to a successful SignalR handshake.
+    Handshake,
+    /// From a publish being made to its bytes being written to a client socket.
+    PublishToWrite,
+    /// From an HTTP request's head arriving to its response being ready (REST and negotiate).
+    Request,
+}
+
+impl Latency {
+    const ALL: [Latency; 3] = [
+        Latency::Handshake,
+        Latency::PublishToWrite,
+        Latency::Request,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Latency::Handshake => "herald_handshake_latency_seconds",
+            Latency::PublishToWrite => "herald_publish_to_write_latency_seconds",
+            Latency::Request => "herald_http_request_latency_seconds",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Latency::Handshake => "Time from transport start to a completed SignalR handshake.",
+            Latency::PublishToWrite => {
+                "Time from a publish to its bytes being written to a client socket."
+            }
+            Latency::Request => "Time to answer negotiate and REST API requests.",
+        }
+    }
+}
+
+/// One shard's metrics; only its own thread touches them.
+pub struct ShardMetrics {
+    messages_in: Box<[Cell<u64>]>,
+    messages_out: Box<[Cell<u64>]>,
+    invocation_errors: Box<[Cell<u64>]>,
+    bytes_in: Cell<u64>,
+    bytes_out: Cell<u64>,
+    connections_opened: Cell<u64>,
+    closes: [Cell<u64>; CloseReason::CODES.len()],
+    http_faults: [Cell<u64>; HttpFault::CODES.len()],
+    http_requests: Cell<u64>,
+    latencies: [RefCell<Histogram<u64>>; 3],
+}
+
+impl ShardMetrics {
+    pub fn new(hubs: usize) -> ShardMetrics {
+        let cells = |n: usize| (0..n).map(|_| Cell::new(0)).collect::<Box<[_]>>();
+        ShardMetrics {
+            messages_in: cells(hubs),
+            messages_out: cells(hubs),
+            invocation_errors: cells(hubs),
+            bytes_in: Cell::new(0),
+            bytes_out: Cell::new(0),
+            connections_opened: Cell::new(0),
+            closes: std::array::from_fn(|_| Cell::new(0)),
+            http_faults: std::array::from_fn(|_| Cell::new(0)),
+            http_requests: Cell::new(0),
+            latencies: std::array::from_fn(|_| RefCell::new(histogram())),
+        }
+    }
+
+    fn bump(cell: &Cell<u64>, n: u64) {
+        cell.set(cell.get().wrapping_add(n));
+    }
+
+    pub fn message_in(&self, hub: u16) {
+        Self::bump(&self.messages_in[hub as usize], 1);
+    }
+    pub fn messages_out(&self, hub: u16, n: u64) {
+        Self::bump(&self.messages_out[hub as usize], n);
+    }
+    pub fn invocation_error(&self, hub: u16) {
+        Self::bump(&self.invocation_errors[hub as usize], 1);
+    }
+    pub fn bytes_in(&self, n: usize) {
+        Self::bump(&self.bytes_in, n as u64);
+    }
+    pub fn bytes_out(&self, n: usize) {
+        Self::bump(&self.bytes_out, n as u64);
+    }
+    pub fn connection_opened(&self) {
+        Self::bump(&self.connections_opened, 1);
+    }
+    pub fn closed(&self, reason: &CloseReason) {
+        Self::bump(&self.closes[reason.index()], 1);
+    }
+    pub fn http_fault(&self, fault: &HttpFault) {
+        Self::bump(&self.http_faults[fault.index()], 1);
+    }
+    pub fn http_request(&self) {
+        Self::bump(&self.http_requests, 1);
+    }
+
+    pub fn record(&self, latency: Latency, micros: u64) {
+        let _ = self.latencies[latency as usize]
+            .borrow_mut()
+            .record(micros.clamp(1, 600_000_000));
+    }
+
+    /// A copy for merging, with the connection gauges the shard counted.
+    pub fn snapshot(&self, connections: Vec<u64>) -> Snapshot {
+        let get = |cells: &[Cell<u64>]| cells.iter().map(Cell::get).collect::<Vec<_>>();
+        Snapshot {
+            connections,
+            messages_in: get(&self.messages_in),
+            messages_out: get(&self.messages_out),
+            invocation_errors: get(&self.invocation_errors),
+            bytes_in: self.bytes_in.get(),
+            bytes_out: self.bytes_out.get(),
+            connections_opened: self.connections_opened.get(),
+            closes: get(&self.closes),
+            http_faults: get(&self.http_faults),
+            http_requests: self.http_requests.get(),
+            latencies: self.latencies.iter().map(|h| h.borrow().clone()).collect(),
+        }
+    }
+}
+
+/// Metrics of one shard, or of several merged.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Open connections, indexed by `hub * TransportKind::ALL.len() + transport`.
+    pub connections: Vec<u64>,
+    pub messages_in: Vec<u64>,
+    pub messages_out: Vec<u64>,
+    pub invocation_errors: Vec<u64>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub connections_opened: u64,
+    pub closes: Vec<u64>,
+    pub http_faults: Vec<u64>,
+    pub http_requests: u64,
+    pub latencies: Vec<Histogram<u64>>,
+}
+
+impl Snapshot {
+    pub fn merge(&mut self, other: &Snapshot) {
+        let add = |a: &mut Vec<u64>, b: &[u64]| {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        };
+        add(&mut self.connections, &other.connections);
+        add(&mut self.messages_in, &other.messages_in);
+        add(&mut self.messages_out, &other.messages_out);
+        add(&mut self.invocation_errors, &other.invocation_errors);
+        add(&mut self.closes, &other.closes);
+        add(&mut self.http_faults, &other.http_faults);
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.connections_opened += other.connections_opened;
+        self.http_requests += other.http_requests;
+        for (a, b) in self.latencies.iter_mut().zip(&other.latencies) {
+            let _ = a.add(b);
+        }
+    }
+
+    /// Renders the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self, hubs: &Hubs, io: &str, shards: usize, uptime_secs: f64) -> String {
+        let mut out = String::with_capacity(4096);
+        let o = &mut out;
+        header(
+            o,
+            "herald_info",
+            "gauge",
+            "Static facts about this Herald process.",
+        );
+        let _ = writeln!(
+            o,
+            "herald_info{{version=\"{}\",io=\"{io}\",shards=\"{shards}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        header(
+            o,
+            "herald_uptime_seconds",
+            "gauge",
+            "Seconds since start-up.",
+        );
+        let _ = writeln!(o, "herald_uptime_seconds {uptime_secs:.3}");
+
+        header(
+            o,
+            "herald_connections",
+            "gauge",
+            "Open connections, by hub and transport.",
+        );
+        for hub in &hubs.list {
+            for (t, transport) in TransportKind::ALL.iter().enumerate() {
+                let i = hub.id as usize * TransportKind::ALL.len() + t;
+                let _ = writeln!(
+                    o,
+                    "herald_connections{{hub=\"{}\",transport=\"{}\"}} {}",
+                    hub.name,
+                    transport.name(),
+                    self.connections.get(i).copied().unwrap_or(0)
+                );
+            }
+        }
+        per_hub(
+            o,
+            hubs,
+            "herald_messages_received_total",
+            "Hub messages received from clients.",
+            &self.messages_in,
+        );
+        per_hub(
+            o,
+            hubs,
+            "herald_messages_sent_total",
+            "Messages queued to client connections (one per recipient).",
+            &self.messages_out,
+        );
+        per_hub(
+            o,
+            hubs,
+            "herald_invocation_errors_total",
+            "Invocations answered with an error (unknown method, bad arguments).",
+            &self.invocation_errors,
+        );
+        counter(
+            o,
+            "herald_received_bytes_total",
+            "Bytes read from client sockets.",
+            self.bytes_in,
+        );
+        counter(
+            o,
+            "herald_sent_bytes_total",
+            "Bytes written to client sockets.",
+            self.bytes_out,
+        );
+        counter(
+            o,
+            "herald_connections_opened_total",
+            "Connections that completed the handshake.",
+            self.connections_opened,
+        );
+
+        header(
+            o,
+            "herald_connections_closed_total",
+            "counter",
+            "Closed connections, by reason.",
+        );
+        for (code, n) in CloseReason::CODES.iter().zip(&self.closes) {
+            let _ = writeln!(
+                o,
+                "herald_connections_closed_total{{reason=\"{code}\"}} {n}"
+            );
+        }
+        let slow = self.closes[CloseReason::SlowConsumer { cap: 0 }.index()];
+        counter(
+            o,
+            "herald_slow_consumer_closes_total",
+            "Connections closed because they did not read fast enough.",
+            slow,
+        );
+        header(
+            o,
+            "herald_protocol_errors_total",
+            "counter",
+            "Clients that broke the SignalR or WebSocket protocol, by layer.",
+        );
+        for (kind, reason) in [
+            (
+                "handshake",
+                CloseReason::Handshake(crate::protocol::handshake::HandshakeError::TimedOut),
+            ),
+            (
+                "hub",
+                CloseReason::Protocol(crate::protocol::ProtocolError::Missing("type")),
+            ),
+            (
+                "websocket",
+                CloseReason::WebSocket(crate::transport::websocket::frame::FrameError::Unmasked),
+            ),
+        ] {
+            let _ = writeln!(
+                o,
+                "herald_protocol_errors_total{{kind=\"{kind}\"}} {}",
+                self.closes[reason.index()]
+            );
+        }
+        counter(
+            o,
+            "herald_http_requests_total",
+            "HTTP requests received.",
+            self.http_requests,
+        );
+        header(
+            o,
+            "herald_http_errors_total",
+            "counter",
+            "Refused HTTP requests, by stable error code.",
+        );
+        for (code, n) in HttpFault::CODES.iter().zip(&self.http_faults) {
+            let _ = writeln!(o, "herald_http_errors_total{{code=\"{code}\"}} {n}");
+        }
+        for latency in Latency::ALL {
+            summary(
+                o,
+                latency.name(),
+                latency.help(),
+                &self.latencies[latency as usize],
+            );
+        }
+        out
+    }
+}
+
+fn header(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} {kind}");
+}
+
+fn counter(o: &mut String, name: &str, help: &str, value: u64) {
+    header(o, name, "counter", help);
+    let _ = writeln!(o, "{name} {value}");
+}
+
+fn per_hub(o: &mut String, hubs: &Hubs, name: &str, help: &str, values: &[u64]) {
+    header(o, name, "counter", help);
+    for hub in &hubs.list {
+        let _ = writeln!(
+            o,
+            "{name}{{hub=\"{}\"}} {}",
+            hub.name, values[hub.id as usize]
+        );
+    }
+}
+
+fn summary(o: &mut String, name: &str, help: &str, h: &Histogram<u64>) {
+    header(o, name, "summary", help);
+    for q in [0.5, 0.9, 0.99, 0.999] {
+        let v = if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(q)
+        };
+        let _ = writeln!(o, "{name}{{quantile=\"{q}\"}} {:.6}", v as f64 / 1e6);
+    }
+    let sum: f64 = h
+        .iter_recorded()
+        .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+        .sum();
+    let _ = writeln!(o, "{name}_sum {:.6}", sum / 1e6);
+    let _ = writeln!(o, "{name}_count {}", h.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn renders_merged_shards() {
+        let hubs = Hubs::from_config(&Config::embedded());
+        let a = ShardMetrics::new(hubs.len());
+        let b = ShardMetrics::new(hubs.len());
+        a.message_in(0);
+        b.message_in(0);
+        a.closed(&CloseReason::SlowConsumer { cap: 1 });
+        a.record(Latency::Handshake, 1000);
+        b.record(Latency::Handshake, 3000);
+        let mut snap = a.snapshot(vec![2]);
+        snap.merge(&b.snapshot(vec![3]));
+        let text = snap.render(&hubs, "epoll", 2, 1.0);
+        assert!(
+            text.contains("herald_messages_received_total{hub=\"chat\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("herald_connections{hub=\"chat\",transport=\"websockets\"} 5"));
+        assert!(text.contains("herald_slow_consumer_closes_total 1"));
+        assert!(text.contains("herald_handshake_latency_seconds_count 2"));
+        assert!(text.contains("herald_handshake_latency_seconds{quantile=\"0.99\"} 0.003"));
+    }
+}

@@ -1,0 +1,52 @@
+//! The SignalR hub protocol: handshake, messages and their JSON encoding.
+//!
+//! Everything here is pure: bytes in, messages out (an incomplete message is a normal result,
+//! not an error), and messages in, bytes out. Transports and the hub never see JSON.
+
+pub mod handshake;
+pub mod json;
+pub mod message;
+pub mod value;
+
+pub use message::{Completion, HubMessage};
+pub use value::Value;
+
+/// Ends every JSON hub message and the handshake.
+pub const RECORD_SEPARATOR: u8 = 0x1e;
+
+/// A hub protocol a connection may speak, chosen in its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Json,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Json => "json",
+        }
+    }
+
+    /// The highest handshake version Herald speaks; version 2 adds stateful reconnect.
+    pub fn max_version(self) -> u32 {
+        2
+    }
+}
+
+/// Why bytes from a client could not be read as hub messages. Each one closes the connection
+/// with a Close message carrying its text.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("The maximum message size of {limit}B was exceeded.")]
+    TooLarge { limit: usize },
+    #[error("Error reading JSON: {0}")]
+    Json(String),
+    #[error("Missing required property '{0}'.")]
+    Missing(&'static str),
+    #[error("Expected '{0}' to be of type {1}.")]
+    WrongType(&'static str, &'static str),
+    #[error("Unknown message type '{0}'.")]
+    UnknownType(i64),
+    #[error("The '{0}' property must not appear with '{1}'.")]
+    Conflict(&'static str, &'static str),
+}

@@ -1,0 +1,3 @@
+//! The WebSocket transport.
+
+pub mod frame;
