@@ -215,12 +215,13 @@ impl Connection {
         self.user.as_deref()
     }
 
-    /// Queues a published message in this connection's wire form.
-    pub fn send(&self, message: &Encoded, published: Instant) -> Result<(), CloseReason> {
+    /// Queues a message in this connection's wire form; `published` is when it was published
+    /// (for the publish→write latency), `None` for direct answers.
+    pub fn send(&self, message: &Encoded, published: Option<Instant>) -> Result<(), CloseReason> {
         let bytes = match self.transport {
             TransportKind::WebSockets => message.frame(),
         };
-        self.push(bytes, Some(published))
+        self.push(bytes, published)
     }
 
     /// Queues bytes already in wire form (handshake answers, completions, pongs).

@@ -87,7 +87,7 @@ fn reply(conn: &Connection, invocation_id: String, completion: Completion) {
         completion,
     };
     // A full queue closes the connection (slow consumer); nothing else to do here.
-    let _ = conn.send(&Encoded::message(&message, conn.protocol()), Instant::now());
+    let _ = conn.send(&Encoded::message(&message, conn.protocol()), None);
 }
 
 pub fn unknown_method(target: &str) -> String {

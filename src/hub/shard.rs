@@ -38,6 +38,7 @@ pub struct Shard {
     pub metrics: ShardMetrics,
     ping: Encoded,
     scratch: RefCell<Box<[u8]>>,
+    http_connections: std::cell::Cell<usize>,
 }
 
 impl Shard {
@@ -52,6 +53,7 @@ impl Shard {
             metrics: ShardMetrics::new(hubs),
             ping: Encoded::message(&HubMessage::Ping, Protocol::Json),
             scratch: RefCell::new(vec![0u8; SCRATCH_BYTES].into_boxed_slice()),
+            http_connections: std::cell::Cell::new(0),
             node,
         })
     }
@@ -59,6 +61,17 @@ impl Shard {
     /// The shard's shared read buffer.
     pub fn scratch(&self) -> std::cell::RefMut<'_, Box<[u8]>> {
         self.scratch.borrow_mut()
+    }
+
+    /// HTTP connections being served (upgraded ones count as hub connections instead).
+    pub fn http_connections(&self) -> usize {
+        self.http_connections.get()
+    }
+
+    /// Counts an HTTP connection until the returned guard drops.
+    pub fn track_http(self: &Rc<Self>) -> HttpGuard {
+        self.http_connections.set(self.http_connections.get() + 1);
+        HttpGuard(self.clone())
     }
 
     /// Takes a new connection (still handshaking) onto this shard.
@@ -188,7 +201,7 @@ impl Shard {
                 return;
             }
             let encoded = publish.message.encoded(conn.protocol());
-            if conn.send(encoded, publish.created).is_ok() {
+            if conn.send(encoded, Some(publish.created)).is_ok() {
                 delivered += 1;
             }
         };
@@ -470,7 +483,7 @@ impl Shard {
                         conn.request_close(CloseReason::ClientTimeout);
                     }
                     Phase::Open if now - conn.last_sent() >= keep_alive && !conn.has_queued() => {
-                        let _ = conn.send(&self.ping, now);
+                        let _ = conn.send(&self.ping, None);
                     }
                     _ => {}
                 }
@@ -480,6 +493,15 @@ impl Shard {
                 self.node.registry.purge(now, self.id, self.node.shards());
             }
         }
+    }
+}
+
+pub struct HttpGuard(Rc<Shard>);
+
+impl Drop for HttpGuard {
+    fn drop(&mut self) {
+        let n = &self.0.http_connections;
+        n.set(n.get().saturating_sub(1));
     }
 }
 

@@ -1,4 +1,9 @@
-//! Transports: how a client's bytes reach the hub and back. HTTP routing and negotiate live
-//! here; transports only move bytes between sockets and a connection's session and queue.
+//! Transports: how a client's bytes reach the hub and back. HTTP routing, negotiate and the
+//! connection token live here; a transport only moves bytes between a socket and a
+//! connection's session (inbound) and queue (outbound).
 
+pub mod connection_token;
+pub mod http;
+pub mod negotiate;
+pub mod session;
 pub mod websocket;

@@ -1,3 +1,387 @@
-//! The WebSocket transport.
+//! The WebSocket transport: the upgrade request (`GET /hubs/{hub}?id=…`), then one task per
+//! connection that reads frames into the session and writes the connection's queue.
+//!
+//! The task is a single poll loop that moves both directions at once: it writes whatever is
+//! queued (everything queued, in one vectored write), reads into the shard's shared buffer,
+//! and sleeps until the socket or the queue wakes it. An idle connection therefore owns no
+//! read buffer and no timer.
 
 pub mod frame;
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use self::frame::{Decoder, Event, OpCode};
+use super::connection_token::ConnectionToken;
+use super::http::{Body, empty, query_param};
+use super::negotiate::authenticate_client;
+use super::session::Session;
+use crate::config::HubAuth;
+use crate::fault::{CloseReason, HttpFault};
+use crate::hub::definition::HubId;
+use crate::hub::node::ClaimError;
+use crate::hub::shard::micros;
+use crate::hub::{Connection, ConnectionId, Encoded, Shard, TransportKind};
+use crate::identity::jwt;
+use crate::metrics::Latency;
+use crate::protocol::HubMessage;
+
+const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Reads per wake-up before the task yields to its neighbours.
+const READS_PER_WAKE: usize = 4;
+
+/// The `Sec-WebSocket-Accept` value for a client's `Sec-WebSocket-Key`.
+pub fn accept_key(key: &[u8]) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(ACCEPT_GUID);
+    STANDARD.encode(sha.finalize())
+}
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// A connection accepted at upgrade time.
+struct Accepted {
+    id: ConnectionId,
+    hub: HubId,
+    user: Option<Arc<str>>,
+    /// Until when the id must stay unusable after the connection ends (its token's expiry).
+    until: Option<Instant>,
+}
+
+/// Handles a request for the connection URL. GET with a WebSocket upgrade starts (or, without
+/// `id`, creates) a connection; POST and DELETE belong to SSE and long polling.
+pub fn connect<S>(
+    shard: &Rc<Shard>,
+    mut req: Request<Incoming>,
+    hub_name: &str,
+) -> Result<Response<Body>, HttpFault>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let node = &shard.node;
+    let hub = node
+        .hubs
+        .find(hub_name)
+        .ok_or_else(|| HttpFault::UnknownHub(hub_name.to_string()))?;
+    let query = req.uri().query().map(str::to_string);
+    let id_param = query_param(query.as_deref(), "id").map(|c| c.into_owned());
+    let now_unix = jwt::unix_now();
+    let token = |text: &str| {
+        ConnectionToken::decode(text, &node.keys.connection, now_unix)
+            .ok()
+            .filter(|t| t.hub.eq_ignore_ascii_case(&hub.name))
+    };
+
+    match req.method() {
+        &Method::GET => {}
+        &Method::POST | &Method::DELETE => {
+            let id = id_param.ok_or(HttpFault::ConnectionIdRequired)?;
+            let token = token(&id).ok_or(HttpFault::ConnectionNotFound)?;
+            return Err(match node.registry.locate(token.id) {
+                None => HttpFault::ConnectionNotFound,
+                Some(_) if req.method() == Method::POST => HttpFault::PostOnWebSocket,
+                Some(_) => HttpFault::MethodNotAllowed("DELETE".into()),
+            });
+        }
+        other => return Err(HttpFault::MethodNotAllowed(other.to_string())),
+    }
+
+    let headers = req.headers();
+    if !header_has_token(headers, header::UPGRADE, "websocket") {
+        return Err(HttpFault::TransportNotSupported);
+    }
+    if !header_has_token(headers, header::CONNECTION, "upgrade") {
+        return Err(HttpFault::BadUpgrade(
+            "the Connection header does not contain 'Upgrade'",
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        return Err(HttpFault::WebSocketVersion);
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|k| {
+            STANDARD
+                .decode(k.as_bytes())
+                .is_ok_and(|raw| raw.len() == 16)
+        })
+        .ok_or(HttpFault::BadUpgrade(
+            "Sec-WebSocket-Key is missing or malformed",
+        ))?
+        .clone();
+    if node.is_shutting_down() {
+        return Err(HttpFault::ShuttingDown);
+    }
+    let principal = authenticate_client(node, hub, headers, query.as_deref())?;
+
+    let accepted = match id_param {
+        Some(text) => {
+            let token = token(&text).ok_or(HttpFault::ConnectionNotFound)?;
+            if hub.auth == HubAuth::Token && principal.is_none() && !token.authenticated {
+                return Err(HttpFault::Unauthorized(format!(
+                    "hub '{}' requires an access token",
+                    hub.name
+                )));
+            }
+            let user = principal.and_then(|p| p.user_id).or(token.user);
+            let left = token.expires.saturating_sub(now_unix) + 1;
+            Accepted {
+                id: token.id,
+                hub: hub.id,
+                user: user.map(Arc::from),
+                until: Some(Instant::now() + Duration::from_secs(left)),
+            }
+        }
+        None => Accepted {
+            id: ConnectionId::random(),
+            hub: hub.id,
+            user: principal.and_then(|p| p.user_id).map(Arc::from),
+            until: None,
+        },
+    };
+    node.registry
+        .claim(accepted.id, shard.id, accepted.hub)
+        .map_err(|e| match e {
+            ClaimError::Active => HttpFault::ConnectionActive,
+            ClaimError::Ended => HttpFault::ConnectionNotFound,
+        })?;
+
+    let upgrade = hyper::upgrade::on(&mut req);
+    let task_shard = shard.clone();
+    tokio::task::spawn_local(async move {
+        let (id, until) = (accepted.id, accepted.until);
+        match upgrade.await.map(|u| u.downcast::<TokioIo<S>>()) {
+            Ok(Ok(parts)) => run(task_shard, parts.io.into_inner(), parts.read_buf, accepted).await,
+            _ => task_shard.node.registry.end(id, until),
+        }
+    });
+
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept_key(key.as_bytes())).expect("base64 is a valid header value"),
+    );
+    Ok(response)
+}
+
+/// What one turn of the connection loop produced.
+enum Step {
+    /// Frames arrived (in the events buffer).
+    Events,
+    /// The connection must end.
+    Closed(CloseReason),
+}
+
+/// Runs an upgraded connection until it ends, then takes it out of the hub.
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    shard: Rc<Shard>,
+    mut io: S,
+    leftover: Bytes,
+    accepted: Accepted,
+) {
+    let limits = &shard.node.config.connections;
+    let conn = Rc::new(Connection::new(
+        accepted.id,
+        accepted.hub,
+        accepted.user,
+        TransportKind::WebSockets,
+        limits.outbound_queue_bytes,
+    ));
+    shard.attach(conn.clone());
+    let mut session = Session::new(shard.clone(), conn.clone());
+    let mut decoder = Decoder::new(limits.max_frame_bytes);
+    let mut events = Vec::new();
+
+    let mut reason = None;
+    if !leftover.is_empty() {
+        conn.touch_received(Instant::now());
+        if let Err(e) = decoder.feed(&leftover, &mut events) {
+            reason = Some(CloseReason::WebSocket(e));
+        }
+    }
+    let reason = loop {
+        if let Some(reason) = reason.take() {
+            break reason;
+        }
+        if events.is_empty() {
+            match poll_fn(|cx| poll_step(cx, &shard, &conn, &mut io, &mut decoder, &mut events))
+                .await
+            {
+                Step::Events => {}
+                Step::Closed(reason) => break reason,
+            }
+        }
+        for event in events.drain(..) {
+            let outcome = match event {
+                Event::Message { payload, .. } => session.receive(&payload).await,
+                Event::Ping(payload) => conn.push_raw(frame::encode(OpCode::Pong, &payload)),
+                Event::Pong => Ok(()),
+                Event::Close { .. } => Err(CloseReason::ClientClosed),
+            };
+            if let Err(e) = outcome {
+                reason = Some(e);
+                break;
+            }
+        }
+    };
+    finish(&shard, &conn, &mut io, &reason, session.handshaken()).await;
+    shard.detach(&conn, &reason, accepted.until).await;
+}
+
+/// One turn: write what is queued, notice a requested close, read what arrived.
+fn poll_step<S: AsyncRead + AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    shard: &Shard,
+    conn: &Connection,
+    io: &mut S,
+    decoder: &mut Decoder,
+    events: &mut Vec<Event>,
+) -> Poll<Step> {
+    if let Poll::Ready(Err(_)) = poll_write_queue(cx, shard, conn, io) {
+        return Poll::Ready(Step::Closed(CloseReason::ClientGone));
+    }
+    if let Some(reason) = conn.close_reason() {
+        return Poll::Ready(Step::Closed(reason));
+    }
+    for _ in 0..READS_PER_WAKE {
+        let mut scratch = shard.scratch();
+        let mut buf = ReadBuf::new(&mut scratch[..]);
+        match Pin::new(&mut *io).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len();
+                if n == 0 {
+                    return Poll::Ready(Step::Closed(CloseReason::ClientGone));
+                }
+                shard.metrics.bytes_in(n);
+                conn.touch_received(Instant::now());
+                if let Err(e) = decoder.feed(&scratch[..n], events) {
+                    return Poll::Ready(Step::Closed(CloseReason::WebSocket(e)));
+                }
+                if !events.is_empty() {
+                    return Poll::Ready(Step::Events);
+                }
+            }
+            Poll::Ready(Err(_)) => return Poll::Ready(Step::Closed(CloseReason::ClientGone)),
+            Poll::Pending => {
+                conn.register(cx.waker());
+                return Poll::Pending;
+            }
+        }
+    }
+    // Partial frames kept arriving: let other connections run, then continue.
+    cx.waker().wake_by_ref();
+    Poll::Pending
+}
+
+/// Writes the connection's queue, everything at once, until it is empty or the socket is
+/// full. Records publish→write latency for each message written.
+fn poll_write_queue<S: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    shard: &Shard,
+    conn: &Connection,
+    io: &mut S,
+) -> Poll<io::Result<()>> {
+    let mut wrote = false;
+    while conn.has_queued() {
+        match conn.with_queued(|slices| Pin::new(&mut *io).poll_write_vectored(cx, slices)) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                wrote = true;
+                let now = Instant::now();
+                conn.consume(n, |published| {
+                    if let Some(at) = published {
+                        shard
+                            .metrics
+                            .record(Latency::PublishToWrite, micros(now - at));
+                    }
+                });
+                shard.metrics.bytes_out(n);
+                conn.set_stalled(false, now);
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {
+                conn.set_stalled(true, Instant::now());
+                return Poll::Pending;
+            }
+        }
+    }
+    if wrote {
+        return Pin::new(&mut *io).poll_flush(cx);
+    }
+    Poll::Ready(Ok(()))
+}
+
+/// Ends the connection politely: what may still be sent is flushed, then the SignalR Close
+/// message and a WebSocket close frame, all within the send timeout.
+async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
+    shard: &Shard,
+    conn: &Connection,
+    io: &mut S,
+    reason: &CloseReason,
+    handshaken: bool,
+) {
+    if *reason == CloseReason::ClientGone {
+        let _ = tokio::time::timeout(Duration::from_millis(100), io.shutdown()).await;
+        return;
+    }
+    let mut tail = Vec::new();
+    if handshaken && let Some((error, allow_reconnect)) = reason.close_message() {
+        let close = HubMessage::Close {
+            error,
+            allow_reconnect,
+        };
+        tail.extend_from_slice(&Encoded::message(&close, conn.protocol()).frame());
+    }
+    tail.extend_from_slice(&frame::encode_close(reason.websocket_code(), ""));
+    let timeout = Duration::from_millis(shard.node.config.connections.send_timeout_ms);
+    let _ = tokio::time::timeout(timeout, async {
+        poll_fn(|cx| poll_write_queue(cx, shard, conn, io)).await?;
+        io.write_all(&tail).await?;
+        io.flush().await?;
+        io.shutdown().await
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_matches_rfc_6455() {
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+}

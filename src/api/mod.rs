@@ -1,0 +1,503 @@
+//! The server REST API, compatible with Azure SignalR Service's data plane: the 2022-06-01
+//! paths (`/api/hubs/{hub}/…`) and the older `/api/v1/hubs/{hub}/…` paths, so the Azure
+//! Management SDK, Functions bindings and plain `curl` can drive Herald.
+//!
+//! Every operation is translated into shard messages: sends become publishes (the same path a
+//! hub invocation takes), membership and close requests go to the shard that owns the
+//! connection, or to every shard for hub, group and user targets.
+
+pub mod auth;
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::Value as Json;
+
+use crate::fault::{CloseReason, HttpFault};
+use crate::hub::definition::HubDef;
+use crate::hub::dispatch::MAX_GROUP_NAME;
+use crate::hub::{ConnectionId, Outgoing, Publish, Query, Shard, ShardMsg, Target};
+use crate::protocol::Value;
+use crate::transport::http::{Body, decode_segment, query_param, query_params, read_body, status};
+
+/// How long a user stays in a group when `ttl` is not given, as in Azure SignalR Service.
+const DEFAULT_USER_GROUP_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The API generation a path belongs to; they differ only in success statuses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Version {
+    V1,
+    V2022,
+}
+
+/// One REST operation, whichever path spelled it.
+enum Op {
+    Health,
+    Send(Target),
+    Close(Target),
+    ConnectionExists(String),
+    CloseConnection(String),
+    LeaveAllGroups(String),
+    GroupExists(String),
+    UserExists(String),
+    AddToGroup { group: String, conn: String },
+    RemoveFromGroup { group: String, conn: String },
+    UserInGroup { user: String, group: String },
+    AddUserToGroup { user: String, group: String },
+    RemoveUserFromGroup { user: String, group: String },
+    RemoveUserFromAllGroups(String),
+}
+
+/// Serves `/api/…`; `segs` are the path segments after `api`.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: Request<Incoming>,
+    segs: &[&str],
+) -> Result<Response<Body>, HttpFault> {
+    let method = req.method().clone();
+    let decoded: Vec<String> = segs
+        .iter()
+        .map(|s| decode_segment(s))
+        .collect::<Result<_, _>>()?;
+    let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
+    let (version, rest) = match parts.as_slice() {
+        ["v1", rest @ ..] => (Version::V1, rest),
+        rest => (Version::V2022, rest),
+    };
+    let (hub_name, op) = parse(&method, version, rest)?;
+    if matches!(op, Op::Health) {
+        return Ok(status(StatusCode::OK));
+    }
+    let hub_name = hub_name.expect("every non-health route names a hub");
+    auth::authorize(&shard.node, req.headers(), req.uri())?;
+    let query = req.uri().query().map(str::to_string);
+    let hub_key = match query_param(query.as_deref(), "application") {
+        Some(app) => format!("{app}_{hub_name}"),
+        None => hub_name.clone(),
+    };
+    let hub = shard
+        .node
+        .hubs
+        .find(&hub_key)
+        .ok_or(HttpFault::UnknownHub(hub_key.clone()))?
+        .clone();
+    let excluded: Arc<Vec<ConnectionId>> = Arc::new(
+        query_params(query.as_deref(), "excluded")
+            .iter()
+            .filter_map(|id| id.parse().ok())
+            .collect(),
+    );
+    let accepted = if version == Version::V1 {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    match op {
+        Op::Health => unreachable!("answered above"),
+        Op::Send(target) => {
+            let target = checked_target(shard, &hub, target)?;
+            let limit = shard.node.config.server.max_request_body_bytes;
+            let body = read_body(req.into_body(), limit).await?;
+            let message = payload_message(&body)?;
+            shard
+                .publish(Publish {
+                    hub: hub.id,
+                    target,
+                    excluded: excluded.to_vec(),
+                    message,
+                    created: Instant::now(),
+                })
+                .await;
+            Ok(status(StatusCode::ACCEPTED))
+        }
+        Op::Close(target) => {
+            let target = checked_target(shard, &hub, target)?;
+            let reason = CloseReason::ClosedByServer(
+                query_param(query.as_deref(), "reason").map(|r| r.into_owned()),
+            );
+            shard
+                .to_all(|| ShardMsg::Close {
+                    hub: hub.id,
+                    target: target.clone(),
+                    excluded: excluded.clone(),
+                    reason: reason.clone(),
+                })
+                .await;
+            Ok(status(if version == Version::V1 {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::NO_CONTENT
+            }))
+        }
+        Op::ConnectionExists(conn) => {
+            connection(shard, &hub, &conn)?;
+            Ok(status(StatusCode::OK))
+        }
+        Op::CloseConnection(conn) => {
+            let id = connection(shard, &hub, &conn)?;
+            let reason = CloseReason::ClosedByServer(
+                query_param(query.as_deref(), "reason").map(|r| r.into_owned()),
+            );
+            shard
+                .to_owner(
+                    id,
+                    ShardMsg::Close {
+                        hub: hub.id,
+                        target: Target::Connection(id),
+                        excluded: Arc::new(Vec::new()),
+                        reason,
+                    },
+                )
+                .await;
+            Ok(status(accepted))
+        }
+        Op::LeaveAllGroups(conn) => {
+            let id = connection(shard, &hub, &conn)?;
+            shard.to_owner(id, ShardMsg::LeaveAll { conn: id }).await;
+            Ok(status(accepted))
+        }
+        Op::GroupExists(group) => exists(
+            shard
+                .query(Query::GroupExists {
+                    hub: hub.id,
+                    group: group_name(&group)?,
+                })
+                .await,
+        ),
+        Op::UserExists(user) => exists(
+            shard
+                .query(Query::UserExists {
+                    hub: hub.id,
+                    user: user_id(&user)?,
+                })
+                .await,
+        ),
+        Op::AddToGroup { group, conn } | Op::RemoveFromGroup { group, conn } => {
+            let add = method == Method::PUT;
+            let group = group_name(&group)?;
+            let id = connection(shard, &hub, &conn)?;
+            let msg = if add {
+                ShardMsg::Join { conn: id, group }
+            } else {
+                ShardMsg::Leave { conn: id, group }
+            };
+            shard.to_owner(id, msg).await;
+            Ok(status(accepted))
+        }
+        Op::UserInGroup { user, group } => exists(
+            shard
+                .query(Query::UserInGroup {
+                    hub: hub.id,
+                    user: user_id(&user)?,
+                    group: group_name(&group)?,
+                })
+                .await,
+        ),
+        Op::AddUserToGroup { user, group } => {
+            let (user, group) = (user_id(&user)?, group_name(&group)?);
+            let until = match query_param(query.as_deref(), "ttl") {
+                None => Some(Instant::now() + DEFAULT_USER_GROUP_TTL),
+                Some(ttl) => match ttl.parse::<u64>() {
+                    Ok(0) => None,
+                    Ok(secs) => Some(
+                        Instant::now()
+                            + Duration::from_secs(secs.min(DEFAULT_USER_GROUP_TTL.as_secs())),
+                    ),
+                    Err(_) => {
+                        return Err(HttpFault::InvalidParameter(
+                            "ttl",
+                            format!("`{ttl}` is not a number of seconds"),
+                        ));
+                    }
+                },
+            };
+            shard
+                .to_all(|| ShardMsg::AddUserToGroup {
+                    hub: hub.id,
+                    user: user.clone(),
+                    group: group.clone(),
+                    until,
+                })
+                .await;
+            Ok(status(accepted))
+        }
+        Op::RemoveUserFromGroup { user, group } => {
+            let (user, group) = (user_id(&user)?, group_name(&group)?);
+            shard
+                .to_all(|| ShardMsg::RemoveUserFromGroup {
+                    hub: hub.id,
+                    user: user.clone(),
+                    group: group.clone(),
+                })
+                .await;
+            Ok(status(if version == Version::V1 {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::NO_CONTENT
+            }))
+        }
+        Op::RemoveUserFromAllGroups(user) => {
+            let user = user_id(&user)?;
+            shard
+                .to_all(|| ShardMsg::RemoveUserFromAllGroups {
+                    hub: hub.id,
+                    user: user.clone(),
+                })
+                .await;
+            Ok(status(if version == Version::V1 {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::NO_CONTENT
+            }))
+        }
+    }
+}
+
+fn exists(found: bool) -> Result<Response<Body>, HttpFault> {
+    Ok(status(if found {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    }))
+}
+
+/// Maps a method and path to an operation; the hub name is returned undecided (the
+/// `application` parameter may prefix it).
+fn parse(
+    method: &Method,
+    version: Version,
+    parts: &[&str],
+) -> Result<(Option<String>, Op), HttpFault> {
+    use Method as M;
+    let s = |x: &str| x.to_string();
+    let is = |m: &Method| method == m;
+    let exists = is(&M::HEAD) || is(&M::GET);
+    let op = match (version, parts) {
+        (_, ["health"]) if exists => return Ok((None, Op::Health)),
+        (Version::V2022, ["hubs", _, ":send"]) if is(&M::POST) => Op::Send(Target::All),
+        (Version::V2022, ["hubs", _, ":closeConnections"]) if is(&M::POST) => {
+            Op::Close(Target::All)
+        }
+        (Version::V2022, ["hubs", _, "connections", c]) if exists => Op::ConnectionExists(s(c)),
+        (_, ["hubs", _, "connections", c]) if is(&M::DELETE) => Op::CloseConnection(s(c)),
+        (Version::V2022, ["hubs", _, "connections", c, ":send"]) if is(&M::POST) => {
+            Op::Send(Target::Connection(parse_id(c)?))
+        }
+        (_, ["hubs", _, "connections", c, "groups"]) if is(&M::DELETE) => Op::LeaveAllGroups(s(c)),
+        (Version::V2022, ["hubs", _, "groups", g]) if exists => Op::GroupExists(s(g)),
+        (Version::V2022, ["hubs", _, "groups", g, ":send"]) if is(&M::POST) => {
+            Op::Send(Target::Group(g.to_string().into()))
+        }
+        (Version::V2022, ["hubs", _, "groups", g, ":closeConnections"]) if is(&M::POST) => {
+            Op::Close(Target::Group(g.to_string().into()))
+        }
+        (_, ["hubs", _, "groups", g, "connections", c])
+        | (Version::V1, ["hubs", _, "connections", c, "groups", g])
+            if is(&M::PUT) =>
+        {
+            Op::AddToGroup {
+                group: s(g),
+                conn: s(c),
+            }
+        }
+        (_, ["hubs", _, "groups", g, "connections", c])
+        | (Version::V1, ["hubs", _, "connections", c, "groups", g])
+            if is(&M::DELETE) =>
+        {
+            Op::RemoveFromGroup {
+                group: s(g),
+                conn: s(c),
+            }
+        }
+        (Version::V2022, ["hubs", _, "users", u]) if exists => Op::UserExists(s(u)),
+        (Version::V2022, ["hubs", _, "users", u, ":send"]) if is(&M::POST) => {
+            Op::Send(Target::User(u.to_string().into()))
+        }
+        (Version::V2022, ["hubs", _, "users", u, ":closeConnections"]) if is(&M::POST) => {
+            Op::Close(Target::User(u.to_string().into()))
+        }
+        (_, ["hubs", _, "users", u, "groups"]) if is(&M::DELETE) => {
+            Op::RemoveUserFromAllGroups(s(u))
+        }
+        (_, ["hubs", _, "users", u, "groups", g])
+        | (Version::V1, ["hubs", _, "groups", g, "users", u]) => match *method {
+            M::HEAD | M::GET => Op::UserInGroup {
+                user: s(u),
+                group: s(g),
+            },
+            M::PUT => Op::AddUserToGroup {
+                user: s(u),
+                group: s(g),
+            },
+            M::DELETE => Op::RemoveUserFromGroup {
+                user: s(u),
+                group: s(g),
+            },
+            _ => return Err(HttpFault::MethodNotAllowed(method.to_string())),
+        },
+        // The v1 generation: POST sends, GET checks existence.
+        (Version::V1, ["hubs", _]) if is(&M::POST) => Op::Send(Target::All),
+        (Version::V1, ["hubs", _, "users", u]) if is(&M::POST) => {
+            Op::Send(Target::User(u.to_string().into()))
+        }
+        (Version::V1, ["hubs", _, "users", u]) if exists => Op::UserExists(s(u)),
+        (Version::V1, ["hubs", _, "connections", c]) if is(&M::POST) => {
+            Op::Send(Target::Connection(parse_id(c)?))
+        }
+        (Version::V1, ["hubs", _, "connections", c]) if exists => Op::ConnectionExists(s(c)),
+        (Version::V1, ["hubs", _, "groups", g]) if is(&M::POST) => {
+            Op::Send(Target::Group(g.to_string().into()))
+        }
+        (Version::V1, ["hubs", _, "groups", g]) if exists => Op::GroupExists(s(g)),
+        (_, ["hubs", ..]) if parts.len() >= 2 => {
+            return Err(HttpFault::MethodNotAllowed(method.to_string()));
+        }
+        _ => return Err(HttpFault::NotFound),
+    };
+    Ok((Some(parts[1].to_string()), op))
+}
+
+/// A connection id from a path; an id that cannot exist is simply not found.
+fn parse_id(text: &str) -> Result<ConnectionId, HttpFault> {
+    text.parse().map_err(|_| HttpFault::ConnectionNotFound)
+}
+
+/// The id of an active connection of `hub` on this node.
+fn connection(shard: &Shard, hub: &HubDef, text: &str) -> Result<ConnectionId, HttpFault> {
+    let id = parse_id(text)?;
+    match shard.node.registry.locate(id) {
+        Some((_, h)) if h == hub.id => Ok(id),
+        _ => Err(HttpFault::ConnectionNotFound),
+    }
+}
+
+/// Validates the names in a send or close target.
+fn checked_target(shard: &Shard, hub: &HubDef, target: Target) -> Result<Target, HttpFault> {
+    match &target {
+        Target::Group(g) => {
+            group_name(g)?;
+        }
+        Target::User(u) => {
+            user_id(u)?;
+        }
+        Target::Connection(id) => {
+            connection(shard, hub, &id.to_string())?;
+        }
+        Target::All => {}
+    }
+    Ok(target)
+}
+
+fn group_name(group: &str) -> Result<Arc<str>, HttpFault> {
+    let len = group.chars().count();
+    if len == 0 || len > MAX_GROUP_NAME {
+        return Err(HttpFault::InvalidParameter(
+            "group",
+            format!("a group name is 1 to {MAX_GROUP_NAME} characters"),
+        ));
+    }
+    Ok(group.into())
+}
+
+fn user_id(user: &str) -> Result<Arc<str>, HttpFault> {
+    if user.is_empty() || user.len() > 1024 {
+        return Err(HttpFault::InvalidParameter(
+            "user",
+            "a user id is 1 to 1024 bytes".into(),
+        ));
+    }
+    Ok(user.into())
+}
+
+/// Parses a `PayloadMessage`: `{"target": "method", "arguments": [...]}` (property names are
+/// matched case-insensitively, as ASP.NET Core binds them).
+fn payload_message(body: &[u8]) -> Result<Outgoing, HttpFault> {
+    let invalid = |why: &str| HttpFault::InvalidBody(why.to_string());
+    let json: Json =
+        serde_json::from_slice(body).map_err(|e| invalid(&format!("not JSON: {e}")))?;
+    let Json::Object(fields) = json else {
+        return Err(invalid(
+            "expected a JSON object {\"target\": ..., \"arguments\": [...]}",
+        ));
+    };
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    };
+    let target = match field("target") {
+        Some(Json::String(t)) if !t.is_empty() => t.clone(),
+        Some(_) => return Err(invalid("`target` must be a non-empty string")),
+        None => return Err(invalid("`target` is required")),
+    };
+    let arguments = match field("arguments") {
+        None | Some(Json::Null) => Vec::new(),
+        Some(args @ Json::Array(_)) => match serde_json::from_value::<Value>(args.clone()) {
+            Ok(Value::Array(items)) => items,
+            _ => return Err(invalid("`arguments` must be an array")),
+        },
+        Some(_) => return Err(invalid("`arguments` must be an array")),
+    };
+    Ok(Outgoing::new(target.into(), arguments))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_messages() {
+        let m = payload_message(br#"{"Target":"t","Arguments":[1,"a"]}"#).unwrap();
+        assert_eq!(m.target(), "t");
+        assert_eq!(m.arguments().len(), 2);
+        assert!(
+            payload_message(br#"{"target":"t"}"#)
+                .unwrap()
+                .arguments()
+                .is_empty()
+        );
+        for bad in [
+            &b"nope"[..],
+            b"[]",
+            br#"{"arguments":[]}"#,
+            br#"{"target":1}"#,
+            br#"{"target":"t","arguments":{}}"#,
+        ] {
+            assert!(matches!(
+                payload_message(bad),
+                Err(HttpFault::InvalidBody(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn routes() {
+        let p = |m: Method, path: &str| {
+            let parts: Vec<&str> = path.split('/').collect();
+            let (v, rest) = match parts.as_slice() {
+                ["v1", rest @ ..] => (Version::V1, rest.to_vec()),
+                rest => (Version::V2022, rest.to_vec()),
+            };
+            parse(&m, v, &rest).map(|(hub, _)| hub)
+        };
+        assert_eq!(
+            p(Method::POST, "hubs/chat/:send").unwrap().as_deref(),
+            Some("chat")
+        );
+        assert!(p(Method::HEAD, "health").is_ok());
+        assert!(p(Method::PUT, "v1/hubs/chat/groups/g/users/u").is_ok());
+        assert!(p(Method::PUT, "hubs/chat/users/u/groups/g").is_ok());
+        assert!(matches!(
+            p(Method::GET, "hubs/chat/:send"),
+            Err(HttpFault::MethodNotAllowed(_))
+        ));
+        assert!(matches!(
+            p(Method::GET, "nothing"),
+            Err(HttpFault::NotFound)
+        ));
+    }
+}

@@ -1,0 +1,322 @@
+//! The runtime: shard threads, each with its own single-threaded runtime and its own
+//! SO_REUSEPORT listener on the one address, on one of two I/O backends chosen at start-up.
+//!
+//! Both backends run the same code: the only thing that differs is how a shard accepts a
+//! socket, and what type that socket is ([`Acceptor`]). Everything above works on any
+//! `AsyncRead + AsyncWrite`.
+
+pub mod uring;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::config::{Config, IoMode};
+use crate::fault::CloseReason;
+use crate::hub::{Node, Shard};
+use crate::transport::http;
+
+/// The I/O backend of every shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring through tokio-uring.
+    Uring,
+    /// epoll through a current-thread tokio runtime.
+    Epoll,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Uring => "uring",
+            Backend::Epoll => "epoll",
+        }
+    }
+
+    /// Resolves `auto` by probing io_uring: kernels without it and container seccomp profiles
+    /// that refuse `io_uring_setup` make the probe fail, and Herald falls back to epoll.
+    pub fn choose(mode: IoMode) -> anyhow::Result<Backend> {
+        match mode {
+            IoMode::Epoll => Ok(Backend::Epoll),
+            IoMode::Uring => match probe_uring() {
+                Ok(()) => Ok(Backend::Uring),
+                Err(e) => bail!("--io uring was requested but io_uring is unavailable: {e}"),
+            },
+            IoMode::Auto => match probe_uring() {
+                Ok(()) => {
+                    tracing::info!("io_uring is available; using it (io=auto)");
+                    Ok(Backend::Uring)
+                }
+                Err(e) => {
+                    tracing::info!(
+                        "io_uring is unavailable ({e}); falling back to epoll (io=auto)"
+                    );
+                    Ok(Backend::Epoll)
+                }
+            },
+        }
+    }
+}
+
+/// Builds (and drops) an io_uring runtime. `tokio_uring::start` would panic where io_uring is
+/// refused, so the fallible constructor is used.
+fn probe_uring() -> io::Result<()> {
+    tokio_uring::Runtime::new(&tokio_uring::builder()).map(drop)
+}
+
+/// How a shard takes new sockets; the one place the backends differ.
+pub trait Acceptor {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept(&self) -> impl std::future::Future<Output = io::Result<Self::Io>>;
+    /// Stops accepting: pending accepts fail and the listening socket stops taking connections.
+    fn stop(&self);
+}
+
+struct EpollAcceptor(tokio::net::TcpListener);
+
+impl Acceptor for EpollAcceptor {
+    type Io = tokio::net::TcpStream;
+
+    async fn accept(&self) -> io::Result<Self::Io> {
+        let (stream, _) = self.0.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    fn stop(&self) {
+        shutdown_listener(self.0.as_raw_fd());
+    }
+}
+
+struct UringAcceptor {
+    listener: tokio_uring::net::TcpListener,
+    fd: RawFd,
+}
+
+impl Acceptor for UringAcceptor {
+    type Io = uring::LocalSend<uring::UringIo>;
+
+    async fn accept(&self) -> io::Result<Self::Io> {
+        let (stream, _) = self.listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok(uring::LocalSend::new(uring::UringIo::new(stream)))
+    }
+
+    fn stop(&self) {
+        shutdown_listener(self.fd);
+    }
+}
+
+/// `shutdown(2)` on a listening socket fails its pending accepts (an in-flight io_uring accept
+/// would otherwise keep taking connections after the listener is dropped).
+fn shutdown_listener(fd: RawFd) {
+    // SAFETY: `fd` is a listening socket owned by the caller for the duration of the call.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+/// Binds one SO_REUSEPORT listener per shard on `addr`. A first, plain bind finds the port
+/// (for port 0) and fails if another process holds it: with SO_REUSEPORT alone, a second
+/// server would silently share the port instead.
+pub fn bind(addr: SocketAddr, shards: usize, backlog: u32) -> anyhow::Result<Vec<StdListener>> {
+    let probe = StdListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    let addr = probe.local_addr()?;
+    drop(probe);
+    (0..shards)
+        .map(|_| {
+            let domain = socket2::Domain::for_address(addr);
+            let socket =
+                socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
+            socket.set_nonblocking(true)?;
+            socket.bind(&addr.into())?;
+            socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+            Ok(socket.into())
+        })
+        .collect::<io::Result<Vec<StdListener>>>()
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Serves until SIGTERM or SIGINT, then shuts down gracefully. Prints the listening line once
+/// every shard is ready.
+pub fn serve(config: Config) -> anyhow::Result<()> {
+    let backend = Backend::choose(config.server.io)?;
+    let shards = match config.server.shards {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let listeners = bind(config.listen_addr(), shards, config.server.listen_backlog)?;
+    let addr = listeners[0].local_addr()?;
+    let drain = Duration::from_millis(config.server.shutdown_drain_ms);
+    if config.auth.access_key == crate::config::DEVELOPMENT_ACCESS_KEY {
+        tracing::warn!(
+            "auth.access_key is the public development key; set HERALD_AUTH_ACCESS_KEY before exposing Herald"
+        );
+    }
+    let node = Node::new(config, shards, backend.name());
+
+    let signals = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut sigterm, mut sigint) = signals.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok::<_, io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    })?;
+
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (exit_tx, mut exit_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let mut threads = Vec::new();
+    for (id, listener) in listeners.into_iter().enumerate() {
+        let node = node.clone();
+        let ready = ready_tx.clone();
+        let exit = ExitGuard(exit_tx.clone(), id);
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("herald-shard-{id}"))
+                .spawn(move || {
+                    let _exit = exit;
+                    if let Err(e) = run_thread(backend, node, id, listener, &ready) {
+                        let _ = ready.send(Err(format!("shard {id}: {e:#}")));
+                    }
+                })?,
+        );
+    }
+    drop(ready_tx);
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                node.begin_shutdown();
+                bail!("{e}");
+            }
+            Err(_) => bail!("a shard thread ended during start-up"),
+        }
+    }
+    println!(
+        "herald listening on http://{addr} (io={}, shards={shards})",
+        backend.name()
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    tracing::info!(%addr, io = backend.name(), shards, "herald is serving");
+
+    let unexpected = signals.block_on(async {
+        tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); None }
+            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); None }
+            id = exit_rx.recv() => id,
+        }
+    });
+    node.begin_shutdown();
+    let deadline = Instant::now() + drain + Duration::from_secs(2);
+    for thread in threads {
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        }
+    }
+    if let Some(id) = unexpected {
+        bail!("shard {id} stopped unexpectedly");
+    }
+    tracing::info!("herald stopped");
+    Ok(())
+}
+
+/// Tells the main thread when a shard thread ends, however it ends.
+struct ExitGuard(tokio::sync::mpsc::UnboundedSender<usize>, usize);
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        let _ = self.0.send(self.1);
+    }
+}
+
+fn run_thread(
+    backend: Backend,
+    node: Arc<Node>,
+    id: usize,
+    listener: StdListener,
+    ready: &std::sync::mpsc::Sender<Result<(), String>>,
+) -> anyhow::Result<()> {
+    match backend {
+        Backend::Epoll => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, async {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let _ = ready.send(Ok(()));
+                run_shard(node, id, EpollAcceptor(listener)).await;
+                Ok(())
+            })
+        }
+        Backend::Uring => {
+            let rt = tokio_uring::Runtime::new(tokio_uring::builder().entries(4096))?;
+            rt.block_on(async {
+                let fd = listener.as_raw_fd();
+                let listener = tokio_uring::net::TcpListener::from_std(listener);
+                let _ = ready.send(Ok(()));
+                run_shard(node, id, UringAcceptor { listener, fd }).await;
+                Ok(())
+            })
+        }
+    }
+}
+
+/// One shard's life: accept until shutdown, then close every connection with
+/// `allowReconnect` and wait (up to the drain time) for them to finish.
+async fn run_shard<A: Acceptor>(node: Arc<Node>, id: usize, acceptor: A) {
+    let shard = Shard::new(id, node.clone());
+    tokio::task::spawn_local(shard.clone().run_inbox());
+    tokio::task::spawn_local(shard.clone().run_housekeeping());
+    let shutdown = node.shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = acceptor.accept() => match accepted {
+                Ok(io) => {
+                    backoff = Duration::from_millis(5);
+                    tokio::task::spawn_local(http::serve(shard.clone(), io));
+                }
+                Err(e) => {
+                    // Out of descriptors or memory: wait instead of spinning.
+                    tracing::warn!(shard = id, error = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            },
+        }
+    }
+    acceptor.stop();
+    drain_shard(
+        &shard,
+        Duration::from_millis(node.config.server.shutdown_drain_ms),
+    )
+    .await;
+}
+
+async fn drain_shard(shard: &Rc<Shard>, drain: Duration) {
+    shard.close_all(CloseReason::ServerShutdown);
+    let deadline = Instant::now() + drain;
+    while (shard.connection_count() > 0 || shard.http_connections() > 0)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,312 @@
+//! The io_uring backend's socket: a tokio-uring `TcpStream` behind tokio's `AsyncRead` and
+//! `AsyncWrite`, so both backends share every line of protocol code.
+//!
+//! tokio-uring works with owned buffers: an operation owns its buffer until the kernel is
+//! done, and dropping the future does not cancel the operation. The adapter therefore keeps
+//! each in-flight read and write inside itself across polls (so no bytes are lost when a
+//! caller's `select!` drops a read), writes behind (bytes are accepted at once and submitted as
+//! one write per batch), and shuts the socket down when dropped with operations in flight (so
+//! the peer sees the close at once instead of when the operation completes).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_uring::net::TcpStream;
+
+/// The read buffer of an in-flight read. It stays pinned in the kernel while a connection is
+/// idle, so it is kept small.
+const READ_BYTES: usize = 8 * 1024;
+
+/// Bytes accepted but not yet written above which writers are told to wait.
+const HIGH_WATER: usize = 256 * 1024;
+
+type Op = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)>>>;
+
+pub struct UringIo {
+    stream: Rc<TcpStream>,
+    read_op: Option<Op>,
+    /// Bytes read and not yet handed to the caller: `read_buf[read_pos..]`.
+    read_buf: Vec<u8>,
+    read_pos: usize,
+    write_op: Option<Op>,
+    /// Bytes in the in-flight write.
+    inflight: usize,
+    /// Bytes accepted and not yet submitted.
+    staging: Vec<u8>,
+    /// A drained write buffer kept for reuse.
+    spare: Vec<u8>,
+    write_error: Option<io::Error>,
+}
+
+impl UringIo {
+    pub fn new(stream: TcpStream) -> UringIo {
+        UringIo {
+            stream: Rc::new(stream),
+            read_op: None,
+            read_buf: Vec::new(),
+            read_pos: 0,
+            write_op: None,
+            inflight: 0,
+            staging: Vec::new(),
+            spare: Vec::new(),
+            write_error: None,
+        }
+    }
+
+    fn submit_write(&mut self, buf: Vec<u8>) {
+        self.inflight = buf.len();
+        let stream = self.stream.clone();
+        self.write_op = Some(Box::pin(async move { stream.write(buf).submit().await }));
+    }
+
+    /// Moves writes forward: completes the in-flight one and submits what is staged. A write
+    /// error is kept and reported by the next write or flush.
+    fn pump(&mut self, cx: &mut Context<'_>) {
+        loop {
+            if let Some(op) = self.write_op.as_mut() {
+                let (result, mut buf) = match op.as_mut().poll(cx) {
+                    Poll::Pending => return,
+                    Poll::Ready(done) => done,
+                };
+                self.write_op = None;
+                self.inflight = 0;
+                match result {
+                    Ok(0) => {
+                        self.write_error = Some(io::ErrorKind::WriteZero.into());
+                        self.staging.clear();
+                        return;
+                    }
+                    Ok(n) if n < buf.len() => {
+                        buf.drain(..n);
+                        self.submit_write(buf);
+                        continue;
+                    }
+                    Ok(_) => {
+                        buf.clear();
+                        self.spare = buf;
+                    }
+                    Err(e) => {
+                        self.write_error = Some(e);
+                        self.staging.clear();
+                        return;
+                    }
+                }
+            }
+            if self.staging.is_empty() || self.write_error.is_some() {
+                return;
+            }
+            let next = std::mem::take(&mut self.spare);
+            let buf = std::mem::replace(&mut self.staging, next);
+            self.submit_write(buf);
+        }
+    }
+
+    fn check_error(&mut self) -> io::Result<()> {
+        match self.write_error.take() {
+            Some(e) => {
+                let kind = e.kind();
+                self.write_error = Some(kind.into());
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn accept_bytes(&mut self, cx: &mut Context<'_>, bufs: &[&[u8]]) -> Poll<io::Result<usize>> {
+        self.check_error()?;
+        self.pump(cx);
+        self.check_error()?;
+        if self.staging.len() + self.inflight >= HIGH_WATER {
+            // `pump` left the in-flight write's waker registered.
+            return Poll::Pending;
+        }
+        let mut n = 0;
+        for b in bufs {
+            self.staging.extend_from_slice(b);
+            n += b.len();
+        }
+        self.pump(cx);
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl AsyncRead for UringIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.read_pos < this.read_buf.len() {
+            let n = out.remaining().min(this.read_buf.len() - this.read_pos);
+            out.put_slice(&this.read_buf[this.read_pos..this.read_pos + n]);
+            this.read_pos += n;
+            return Poll::Ready(Ok(()));
+        }
+        // Writers that never flush still get their bytes out while the task waits to read.
+        this.pump(cx);
+        if this.read_op.is_none() {
+            let mut buf = std::mem::take(&mut this.read_buf);
+            buf.clear();
+            buf.reserve(READ_BYTES);
+            this.read_pos = 0;
+            let stream = this.stream.clone();
+            this.read_op = Some(Box::pin(async move { stream.read(buf).await }));
+        }
+        let op = this.read_op.as_mut().expect("just set");
+        let (result, buf) = match op.as_mut().poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(done) => done,
+        };
+        this.read_op = None;
+        this.read_buf = buf;
+        match result {
+            Ok(_) => {
+                let n = out.remaining().min(this.read_buf.len());
+                out.put_slice(&this.read_buf[..n]);
+                this.read_pos = n;
+                Poll::Ready(Ok(()))
+            }
+            Err(e) => {
+                this.read_buf.clear();
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+}
+
+impl AsyncWrite for UringIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.accept_bytes(cx, &[buf])
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let slices: Vec<&[u8]> = bufs.iter().map(|b| &**b).collect();
+        self.accept_bytes(cx, &slices)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.pump(cx);
+        self.check_error()?;
+        if self.write_op.is_some() || !self.staging.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.as_mut().poll_flush(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        Poll::Ready(self.stream.shutdown(std::net::Shutdown::Write))
+    }
+}
+
+impl Drop for UringIo {
+    fn drop(&mut self) {
+        if self.read_op.is_some() || self.write_op.is_some() {
+            // In-flight operations keep the descriptor open until they complete; shutting the
+            // socket down completes them and tells the peer now.
+            let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Marks a `!Send` value as `Send` for APIs that demand it but never move it (hyper's
+/// upgrade path), and checks on every use that it is still on its own thread.
+pub struct LocalSend<T> {
+    inner: T,
+    owner: usize,
+}
+
+thread_local! {
+    static THREAD_MARK: u8 = const { 0 };
+}
+
+fn thread_mark() -> usize {
+    THREAD_MARK.with(|m| m as *const u8 as usize)
+}
+
+// SAFETY: every access goes through `get`/`get_pin`, which panic off the owning thread, and
+// `Drop` leaks rather than drops off it; so the inner value is only ever touched by its owner.
+unsafe impl<T> Send for LocalSend<T> {}
+
+impl<T> LocalSend<T> {
+    pub fn new(inner: T) -> LocalSend<T> {
+        LocalSend {
+            inner,
+            owner: thread_mark(),
+        }
+    }
+
+    fn get_pin(self: Pin<&mut Self>) -> Pin<&mut T> {
+        assert_eq!(self.owner, thread_mark(), "LocalSend used off its thread");
+        // SAFETY: structural pinning of `inner`; `LocalSend` never moves it out.
+        unsafe { self.map_unchecked_mut(|s| &mut s.inner) }
+    }
+}
+
+impl<T> Drop for LocalSend<T> {
+    fn drop(&mut self) {
+        if self.owner != thread_mark() {
+            // Never happens in Herald; leaking is the only sound answer if it ever did.
+            tracing::error!("a thread-local socket was dropped off its thread; leaking it");
+            let inner = unsafe { std::ptr::read(&self.inner) };
+            std::mem::forget(inner);
+        }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for LocalSend<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.get_pin().poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for LocalSend<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_pin().poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_pin().poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_pin().poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_pin().poll_shutdown(cx)
+    }
+}

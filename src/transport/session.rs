@@ -1,0 +1,94 @@
+//! A connection's inbound side, whatever its transport: the SignalR handshake, then hub
+//! messages split out of the bytes the client sends, each handed to the dispatcher.
+
+use std::rc::Rc;
+
+use crate::fault::CloseReason;
+use crate::hub::dispatch::dispatch;
+use crate::hub::{Connection, Encoded, Shard};
+use crate::protocol::{Protocol, handshake, json};
+
+pub struct Session {
+    shard: Rc<Shard>,
+    conn: Rc<Connection>,
+    handshaken: bool,
+    /// Bytes of an unfinished message; unallocated between whole messages.
+    pending: Vec<u8>,
+}
+
+impl Session {
+    pub fn new(shard: Rc<Shard>, conn: Rc<Connection>) -> Session {
+        Session {
+            shard,
+            conn,
+            handshaken: false,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn handshaken(&self) -> bool {
+        self.handshaken
+    }
+
+    /// Feeds bytes from the client. An `Err` means the connection must close for that reason
+    /// (a failed handshake has already queued its error answer).
+    pub async fn receive(&mut self, bytes: &[u8]) -> Result<(), CloseReason> {
+        let mut owned = Vec::new();
+        let mut buf: &[u8] = if self.pending.is_empty() {
+            bytes
+        } else {
+            owned = std::mem::take(&mut self.pending);
+            owned.extend_from_slice(bytes);
+            &owned
+        };
+        let limit = self.shard.node.config.connections.max_message_bytes;
+        if !self.handshaken {
+            let request = match handshake::decode_request(buf, limit) {
+                Ok(Some(request)) => request,
+                Ok(None) => {
+                    self.keep(buf);
+                    return Ok(());
+                }
+                Err(e) => return Err(self.refuse(e)),
+            };
+            let (request, used) = request;
+            let protocol = match request.select() {
+                Ok(protocol) => protocol,
+                Err(e) => return Err(self.refuse(e)),
+            };
+            let answer = Encoded::raw(&handshake::encode_response(None), protocol);
+            self.conn.send(&answer, None)?;
+            self.handshaken = true;
+            self.shard.open(&self.conn, protocol).await;
+            buf = &buf[used..];
+        }
+        loop {
+            match json::decode(buf, limit) {
+                Ok(Some((message, used))) => {
+                    dispatch(&self.shard, &self.conn, message).await?;
+                    buf = &buf[used..];
+                }
+                Ok(None) => break,
+                Err(e) => return Err(CloseReason::Protocol(e)),
+            }
+        }
+        self.keep(buf);
+        drop(owned);
+        Ok(())
+    }
+
+    fn keep(&mut self, rest: &[u8]) {
+        if !rest.is_empty() {
+            self.pending.extend_from_slice(rest);
+        }
+    }
+
+    fn refuse(&mut self, error: handshake::HandshakeError) -> CloseReason {
+        let answer = Encoded::raw(
+            &handshake::encode_response(Some(&error.to_string())),
+            Protocol::Json,
+        );
+        let _ = self.conn.send(&answer, None);
+        CloseReason::Handshake(error)
+    }
+}
