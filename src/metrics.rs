@@ -63,6 +63,7 @@ pub struct ShardMetrics {
     bytes_in: Cell<u64>,
     bytes_out: Cell<u64>,
     connections_opened: Cell<u64>,
+    slow_consumers: Cell<u64>,
     closes: [Cell<u64>; CloseReason::CODES.len()],
     http_faults: [Cell<u64>; HttpFault::CODES.len()],
     http_requests: Cell<u64>,
@@ -79,6 +80,7 @@ impl ShardMetrics {
             bytes_in: Cell::new(0),
             bytes_out: Cell::new(0),
             connections_opened: Cell::new(0),
+            slow_consumers: Cell::new(0),
             closes: std::array::from_fn(|_| Cell::new(0)),
             http_faults: std::array::from_fn(|_| Cell::new(0)),
             http_requests: Cell::new(0),
@@ -108,6 +110,9 @@ impl ShardMetrics {
     pub fn connection_opened(&self) {
         Self::bump(&self.connections_opened, 1);
     }
+    pub fn slow_consumer(&self) {
+        Self::bump(&self.slow_consumers, 1);
+    }
     pub fn closed(&self, reason: &CloseReason) {
         Self::bump(&self.closes[reason.index()], 1);
     }
@@ -135,6 +140,7 @@ impl ShardMetrics {
             bytes_in: self.bytes_in.get(),
             bytes_out: self.bytes_out.get(),
             connections_opened: self.connections_opened.get(),
+            slow_consumers: self.slow_consumers.get(),
             closes: get(&self.closes),
             http_faults: get(&self.http_faults),
             http_requests: self.http_requests.get(),
@@ -154,6 +160,7 @@ pub struct Snapshot {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub connections_opened: u64,
+    pub slow_consumers: u64,
     pub closes: Vec<u64>,
     pub http_faults: Vec<u64>,
     pub http_requests: u64,
@@ -176,6 +183,7 @@ impl Snapshot {
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.connections_opened += other.connections_opened;
+        self.slow_consumers += other.slow_consumers;
         self.http_requests += other.http_requests;
         for (a, b) in self.latencies.iter_mut().zip(&other.latencies) {
             let _ = a.add(b);
@@ -275,12 +283,11 @@ impl Snapshot {
                 "herald_connections_closed_total{{reason=\"{code}\"}} {n}"
             );
         }
-        let slow = self.closes[CloseReason::SlowConsumer { cap: 0 }.index()];
         counter(
             o,
             "herald_slow_consumer_closes_total",
-            "Connections closed because they did not read fast enough.",
-            slow,
+            "Connections cut because their outbound queue passed its cap (counted when cut).",
+            self.slow_consumers,
         );
         header(
             o,
@@ -386,7 +393,7 @@ mod tests {
         let b = ShardMetrics::new(hubs.len());
         a.message_in(0);
         b.message_in(0);
-        a.closed(&CloseReason::SlowConsumer { cap: 1 });
+        a.slow_consumer();
         a.record(Latency::Handshake, 1000);
         b.record(Latency::Handshake, 3000);
         let mut snap = a.snapshot(vec![2]);

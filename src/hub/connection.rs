@@ -259,7 +259,9 @@ impl Connection {
         }
         let keep_queue = matches!(
             reason,
-            CloseReason::ServerShutdown | CloseReason::ClosedByServer(_)
+            CloseReason::ServerShutdown
+                | CloseReason::ClosedByServer(_)
+                | CloseReason::Handshake(_)
         );
         *close = Some(reason);
         drop(close);

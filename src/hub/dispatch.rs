@@ -47,7 +47,7 @@ pub async fn dispatch(
                 shard.metrics.invocation_error(conn.hub);
             }
             if let Some(invocation_id) = invocation_id {
-                reply(conn, invocation_id, completion);
+                reply(shard, conn, invocation_id, completion);
             }
         }
         HubMessage::StreamInvocation {
@@ -64,7 +64,7 @@ pub async fn dispatch(
                     "The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
                 ),
             };
-            reply(conn, invocation_id, Completion::Error(error));
+            reply(shard, conn, invocation_id, Completion::Error(error));
         }
         HubMessage::Close { .. } => return Err(CloseReason::ClientClosed),
         // No hub method streams from the client, and Herald does not invoke client results,
@@ -81,13 +81,13 @@ pub async fn dispatch(
     Ok(())
 }
 
-fn reply(conn: &Connection, invocation_id: String, completion: Completion) {
+fn reply(shard: &Shard, conn: &Connection, invocation_id: String, completion: Completion) {
     let message = HubMessage::Completion {
         invocation_id,
         completion,
     };
     // A full queue closes the connection (slow consumer); nothing else to do here.
-    let _ = conn.send(&Encoded::message(&message, conn.protocol()), None);
+    shard.send_to(conn, &Encoded::message(&message, conn.protocol()), None);
 }
 
 pub fn unknown_method(target: &str) -> String {

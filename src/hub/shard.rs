@@ -16,7 +16,7 @@ use super::node::{Node, Publish, Query, ShardMsg};
 use super::outgoing::{Encoded, Outgoing};
 use crate::fault::CloseReason;
 use crate::metrics::{ShardMetrics, Snapshot};
-use crate::protocol::handshake::HandshakeError;
+use crate::protocol::handshake::{self, HandshakeError};
 use crate::protocol::{HubMessage, Protocol, Value};
 
 /// Messages handled per inbox wake-up before yielding to connections.
@@ -201,7 +201,7 @@ impl Shard {
                 return;
             }
             let encoded = publish.message.encoded(conn.protocol());
-            if conn.send(encoded, Some(publish.created)).is_ok() {
+            if self.send_to(conn, encoded, Some(publish.created)) {
                 delivered += 1;
             }
         };
@@ -218,6 +218,24 @@ impl Shard {
             }
         }
         self.metrics.messages_out(publish.hub, delivered);
+    }
+
+    /// Queues `message` for `conn`; a connection whose queue overflows is counted as a slow
+    /// consumer (it closes itself). Returns whether the message was queued.
+    pub fn send_to(
+        &self,
+        conn: &Connection,
+        message: &Encoded,
+        published: Option<Instant>,
+    ) -> bool {
+        match conn.send(message, published) {
+            Ok(()) => true,
+            Err(CloseReason::SlowConsumer { .. }) => {
+                self.metrics.slow_consumer();
+                false
+            }
+            Err(_) => false,
+        }
     }
 
     /// The caller joins `group` (groups are per hub).
@@ -477,18 +495,21 @@ impl Shard {
                 }
                 match conn.phase() {
                     Phase::Handshaking if now - conn.opened_at >= handshake_timeout => {
-                        conn.request_close(CloseReason::Handshake(HandshakeError::TimedOut));
+                        let error = HandshakeError::TimedOut;
+                        let answer = handshake::encode_response(Some(&error.to_string()));
+                        self.send_to(&conn, &Encoded::raw(&answer, Protocol::Json), None);
+                        conn.request_close(CloseReason::Handshake(error));
                     }
                     Phase::Open if now - conn.last_received() >= client_timeout => {
                         conn.request_close(CloseReason::ClientTimeout);
                     }
                     Phase::Open if now - conn.last_sent() >= keep_alive && !conn.has_queued() => {
-                        let _ = conn.send(&self.ping, None);
+                        self.send_to(&conn, &self.ping, None);
                     }
                     _ => {}
                 }
             }
-            if ticks % 64 == 0 {
+            if ticks.is_multiple_of(64) {
                 self.state.borrow_mut().index.purge(now);
                 self.node.registry.purge(now, self.id, self.node.shards());
             }

@@ -100,7 +100,7 @@ pub fn verify(token: &str, key: &[u8], now: u64, skew_secs: u64) -> Result<Claim
         .decode(signature)
         .map_err(|_| JwtError::Malformed)?;
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(token[..header_body_len(token)].as_bytes());
+    mac.update(&token.as_bytes()[..header_body_len(token)]);
     mac.verify_slice(&signature)
         .map_err(|_| JwtError::BadSignature)?;
     let claims: Map<String, Value> = URL_SAFE_NO_PAD

@@ -1,0 +1,22 @@
+//! Integration tests: each starts the real `herald` binary on a free port and talks to it over
+//! real sockets. Every socket-level test runs on both I/O backends (io_uring and epoll).
+
+#[path = "integration/support.rs"]
+mod support;
+
+#[path = "integration/auth.rs"]
+mod auth;
+#[path = "integration/bad_input.rs"]
+mod bad_input;
+#[path = "integration/chat.rs"]
+mod chat;
+#[path = "integration/cli.rs"]
+mod cli;
+#[path = "integration/compat.rs"]
+mod compat;
+#[path = "integration/limits.rs"]
+mod limits;
+#[path = "integration/rest.rs"]
+mod rest;
+#[path = "integration/shutdown.rs"]
+mod shutdown;

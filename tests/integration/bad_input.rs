@@ -1,0 +1,281 @@
+//! Bad input: each gets its documented answer, is counted, and harms no other client.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::both_backends;
+use crate::support::{Client, Connect, RS, Server, http, metric, post};
+
+/// Opens a handshaken client, sends `text`, and returns the Close message and the WebSocket
+/// close code the server answered with.
+async fn send_bad(server: &Server, text: &str) -> (Option<serde_json::Value>, Option<u16>) {
+    let mut c = Client::connect(server).await;
+    c.send_text(text).await;
+    let mut close = None;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), c.ws.next())
+            .await
+            .expect("server answers")
+        {
+            Some(Ok(Message::Text(t))) => {
+                for r in t.split(RS).filter(|r| !r.is_empty()) {
+                    let v: serde_json::Value = serde_json::from_str(r).unwrap();
+                    if v["type"] == 7 {
+                        close = Some(v);
+                    }
+                }
+            }
+            Some(Ok(Message::Close(frame))) => return (close, frame.map(|f| u16::from(f.code))),
+            Some(Ok(_)) => {}
+            None | Some(Err(_)) => return (close, None),
+        }
+    }
+}
+
+async fn hub_protocol_errors(io: &'static str) {
+    let server = Server::builder(io)
+        .config("[connections]\nmax_message_bytes = 1024\n")
+        .start();
+    let mut bystander = Client::connect(&server).await;
+
+    let (close, code) = send_bad(&server, &format!("{{not json{RS}")).await;
+    let error = close.expect("Close message")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.starts_with("Connection closed with an error. Error reading JSON"),
+        "{error}"
+    );
+    assert_eq!(code, Some(1000));
+
+    let (close, _) = send_bad(&server, &format!("{{\"type\":42}}{RS}")).await;
+    assert_eq!(
+        close.unwrap()["error"],
+        "Connection closed with an error. Unknown message type '42'."
+    );
+    let (close, _) = send_bad(&server, &format!("{{\"target\":\"Send\"}}{RS}")).await;
+    assert_eq!(
+        close.unwrap()["error"],
+        "Connection closed with an error. Missing required property 'type'."
+    );
+    let (close, _) = send_bad(&server, &format!("{{\"type\":1,\"target\":\"Send\"}}{RS}")).await;
+    assert_eq!(
+        close.unwrap()["error"],
+        "Connection closed with an error. Missing required property 'arguments'."
+    );
+
+    // Over the size limit, with or without a separator.
+    let big = format!(
+        "{{\"type\":1,\"target\":\"Send\",\"arguments\":[\"{}\"]}}{RS}",
+        "x".repeat(2000)
+    );
+    let (close, code) = send_bad(&server, &big).await;
+    assert_eq!(
+        close.unwrap()["error"],
+        "Connection closed with an error. The maximum message size of 1024B was exceeded."
+    );
+    assert_eq!(code, Some(1009));
+
+    // An unknown method is an error completion, not a close.
+    let mut c = Client::connect(&server).await;
+    assert_eq!(
+        c.invoke("Missing", json!([])).await["error"],
+        "Method 'Missing' does not exist."
+    );
+    let error = c.invoke("Echo", json!([1, 2])).await["error"].clone();
+    assert!(error.as_str().unwrap().contains("expects 1"), "{error}");
+
+    // The bystander saw nothing but presence and still works.
+    assert_eq!(
+        bystander.invoke("Echo", json!(["still here"])).await["result"],
+        "still here"
+    );
+    assert!(metric(&server, "herald_protocol_errors_total{kind=\"hub\"}").await >= 5.0);
+}
+both_backends!(hub_protocol_errors);
+
+async fn handshake_errors(io: &'static str) {
+    let server = Server::start(io);
+    for (request, expected) in [
+        (
+            r#"{"protocol":"xml","version":1}"#,
+            "The protocol 'xml' is not supported.",
+        ),
+        (
+            r#"{"protocol":"json","version":3}"#,
+            "The server does not support version 3 of the 'json' protocol.",
+        ),
+        (
+            r#"{"protocol":"json"}"#,
+            "Missing required property 'version'.",
+        ),
+    ] {
+        let mut c = Client::open(
+            &server,
+            &Connect {
+                hub: "chat",
+                token: None,
+                skip_negotiate: false,
+            },
+        )
+        .await
+        .unwrap();
+        c.send_text(&format!("{request}{RS}")).await;
+        let answer = c.next_text().await.expect("handshake answer");
+        let v: serde_json::Value = serde_json::from_str(answer.trim_end_matches(RS)).unwrap();
+        assert_eq!(v["error"], expected);
+        assert!(
+            c.next_text().await.is_none(),
+            "the connection closes after a failed handshake"
+        );
+    }
+    // Version 2 (stateful reconnect clients) is accepted.
+    let mut c = Client::open(
+        &server,
+        &Connect {
+            hub: "chat",
+            token: None,
+            skip_negotiate: false,
+        },
+    )
+    .await
+    .unwrap();
+    c.send_text(&format!("{{\"protocol\":\"json\",\"version\":2}}{RS}"))
+        .await;
+    assert!(
+        c.next_text()
+            .await
+            .unwrap()
+            .starts_with(&format!("{{}}{RS}"))
+    );
+    assert!(metric(&server, "herald_protocol_errors_total{kind=\"handshake\"}").await >= 3.0);
+}
+both_backends!(handshake_errors);
+
+async fn connection_ids(io: &'static str) {
+    let server = Server::start(io);
+    // Unknown hub at negotiate.
+    let res = post(server.addr, "/hubs/nohub/negotiate?negotiateVersion=1", &[]).await;
+    assert_eq!(
+        (res.status, res.json()["code"].clone()),
+        (404, json!("hub_not_found"))
+    );
+    // Unknown id.
+    let err = tokio_tungstenite::connect_async(server.ws_url("/hubs/chat?id=doesnotexist"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 404));
+    // An id in use: 409. After the connection ends: 404.
+    let res = post(server.addr, "/hubs/chat/negotiate?negotiateVersion=1", &[]).await;
+    let token = res.json()["connectionToken"].as_str().unwrap().to_string();
+    let url = server.ws_url(&format!("/hubs/chat?id={token}"));
+    let (first, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let err = tokio_tungstenite::connect_async(&url).await.unwrap_err();
+    assert!(matches!(err, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 409));
+    drop(first);
+    crate::support::eventually("the first connection to end", || async {
+        match tokio_tungstenite::connect_async(&url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status() == 404,
+            _ => false,
+        }
+    })
+    .await;
+    // POST without id, POST on a WebSocket connection, GET without upgrade.
+    assert_eq!(post(server.addr, "/hubs/chat", &[]).await.status, 400);
+    let res = post(server.addr, "/hubs/chat/negotiate?negotiateVersion=1", &[]).await;
+    let token = res.json()["connectionToken"].as_str().unwrap().to_string();
+    let (_live, _) =
+        tokio_tungstenite::connect_async(server.ws_url(&format!("/hubs/chat?id={token}")))
+            .await
+            .unwrap();
+    assert_eq!(
+        post(server.addr, &format!("/hubs/chat?id={token}"), &[])
+            .await
+            .status,
+        405
+    );
+    let res = http(
+        server.addr,
+        "GET",
+        &format!("/hubs/chat?id={token}"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (res.status, res.json()["code"].clone()),
+        (400, json!("transport_not_supported"))
+    );
+    // A wrong WebSocket version: 426 naming the supported one.
+    let res = http(
+        server.addr,
+        "GET",
+        "/hubs/chat",
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Version", "8"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (res.status, res.header("sec-websocket-version")),
+        (426, Some("13"))
+    );
+    assert!(
+        metric(
+            &server,
+            "herald_http_errors_total{code=\"connection_active\"}"
+        )
+        .await
+            >= 1.0
+    );
+    assert!(
+        metric(
+            &server,
+            "herald_http_errors_total{code=\"connection_not_found\"}"
+        )
+        .await
+            >= 2.0
+    );
+}
+both_backends!(connection_ids);
+
+/// WebSocket-level violations close with the RFC 6455 code.
+async fn websocket_violations(io: &'static str) {
+    let server = Server::start(io);
+    let mut bystander = Client::connect(&server).await;
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let req = format!(
+        "GET /hubs/chat HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        server.addr
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 1024];
+    let n = s.read(&mut head).await.unwrap();
+    let head = String::from_utf8_lossy(&head[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+    // An unmasked client frame.
+    s.write_all(b"\x81\x05hello").await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    let close_at = rest.iter().position(|b| *b == 0x88).expect("a close frame");
+    assert_eq!(&rest[close_at + 2..close_at + 4], &1002u16.to_be_bytes());
+    assert_eq!(bystander.invoke("Echo", json!([1])).await["result"], 1);
+    assert!(metric(&server, "herald_protocol_errors_total{kind=\"websocket\"}").await >= 1.0);
+    let _ = CloseCode::Protocol;
+}
+both_backends!(websocket_violations);

@@ -1,0 +1,80 @@
+//! The command line: config check/default, token, and start-up errors.
+
+use std::process::Command;
+
+use crate::support::{TempDir, herald_bin};
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(herald_bin()).args(args).output().unwrap()
+}
+
+#[test]
+fn config_default_is_the_shipped_file_and_checks_clean() {
+    let out = run(&["config", "default"]);
+    assert!(out.status.success());
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/herald.toml"))
+            .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), shipped);
+    let out = run(&[
+        "config",
+        "check",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/herald.toml"),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn config_check_names_the_bad_key() {
+    let dir = TempDir::new();
+    let file = dir.0.join("bad.toml");
+    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:1\"\nshardz = 2\n").unwrap();
+    let out = run(&["config", "check", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("shardz"),
+        "{out:?}"
+    );
+    std::fs::write(&file, "[connections]\nmax_message_bytes = 12\n").unwrap();
+    let out = run(&["config", "check", file.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("connections.max_message_bytes"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn serve_refuses_bad_config_and_the_public_key_off_loopback() {
+    let out = Command::new(herald_bin())
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("auth.access_key"),
+        "{out:?}"
+    );
+    let out = Command::new(herald_bin())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("HERALD_SERVER_NOPE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("HERALD_SERVER_NOPE"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn token_prints_only_a_token() {
+    let out = run(&["token", "--user", "alice", "--ttl-secs", "60"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.trim().split('.').count(), 3, "{text}");
+    assert_eq!(text.lines().count(), 1);
+    assert!(
+        !run(&["token"]).status.success(),
+        "either --user or --server is required"
+    );
+}

@@ -1,0 +1,1 @@
+//! Compatibility with the official clients (filled in below).

@@ -1,0 +1,103 @@
+//! Limits and timers: slow consumers, keep-alive, client and handshake timeouts.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::both_backends;
+use crate::support::{Client, Connect, RS, Server, eventually, metric, rest};
+
+/// A client that stops reading is closed once its queue passes the cap; the publisher and the
+/// other clients go on. When the stalled client reads again it finds the Close message.
+async fn slow_consumer_is_cut(io: &'static str) {
+    let server = Server::builder(io)
+        .config("[connections]\noutbound_queue_bytes = 65536\nsend_timeout_ms = 60000\n")
+        .start();
+    let mut slow = Client::connect(&server).await;
+    let mut other = Client::connect(&server).await;
+    slow.expect_invocation("joined").await;
+    let chunk = "x".repeat(16 * 1024);
+    let mut rounds = 0;
+    while metric(&server, "herald_slow_consumer_closes_total").await < 1.0 {
+        rounds += 1;
+        assert!(rounds < 4000, "the stalled client was never cut");
+        for _ in 0..2 {
+            let res = rest(
+                &server,
+                "POST",
+                "/api/hubs/chat/:send",
+                Some(json!({"target": "bulk", "arguments": [chunk]})),
+            )
+            .await;
+            assert_eq!(res.status, 202);
+        }
+        // The other client keeps up.
+        for _ in 0..2 {
+            other.expect_invocation("bulk").await;
+        }
+    }
+    assert_eq!(other.invoke("Echo", json!(["ok"])).await["result"], "ok");
+    let close = slow
+        .expect_close()
+        .await
+        .expect("a Close message after the queued data");
+    assert!(
+        close["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not read fast enough"),
+        "{close}"
+    );
+    assert_eq!(close["allowReconnect"], true);
+    let left = other.expect_invocation("left").await;
+    assert_eq!(left[0], slow.connection_id.as_str());
+}
+both_backends!(slow_consumer_is_cut);
+
+async fn keep_alive_and_timeouts(io: &'static str) {
+    let server = Server::builder(io)
+        .config("[connections]\nkeep_alive_interval_ms = 200\nclient_timeout_ms = 1000\nhandshake_timeout_ms = 500\n")
+        .start();
+    // Keep-alive: an idle client receives pings.
+    let mut idle = Client::connect(&server).await;
+    let started = std::time::Instant::now();
+    let mut pings = 0;
+    while pings < 2 {
+        let text = idle.next_text().await.expect("open");
+        pings += text.matches("{\"type\":6}").count();
+        // Answer so the client timeout does not fire.
+        idle.send_text(&format!("{{\"type\":6}}{RS}")).await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Client timeout: a client that sends nothing is closed with a reason.
+    let mut silent = Client::connect(&server).await;
+    let close = silent.expect_close().await.expect("Close message");
+    assert!(
+        close["error"].as_str().unwrap().contains("client timeout"),
+        "{close}"
+    );
+    // Handshake timeout: the socket is closed with the handshake error.
+    let mut mute = Client::open(
+        &server,
+        &Connect {
+            hub: "chat",
+            token: None,
+            skip_negotiate: false,
+        },
+    )
+    .await
+    .unwrap();
+    let answer = mute.next_text().await.expect("handshake error");
+    assert!(answer.contains("Handshake was canceled."), "{answer}");
+    assert!(mute.next_text().await.is_none());
+    eventually("timeouts counted", || async {
+        metric(
+            &server,
+            "herald_connections_closed_total{reason=\"client_timeout\"}",
+        )
+        .await
+            >= 1.0
+    })
+    .await;
+}
+both_backends!(keep_alive_and_timeouts);
