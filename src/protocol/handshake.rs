@@ -59,14 +59,15 @@ pub fn decode_request(
 }
 
 impl HandshakeRequest {
-    /// The protocol to speak, or why the request cannot be served. Versions 1 and 2 are
-    /// accepted; a version below 2 turns stateful reconnect off.
+    /// The protocol to speak, or why the request cannot be served. Every version up to the
+    /// highest Herald speaks is accepted, as ASP.NET Core does (signalrcore sends 0); a version
+    /// below 2 turns stateful reconnect off.
     pub fn select(&self) -> Result<Protocol, HandshakeError> {
         let protocol = match self.protocol.as_str() {
             "json" => Protocol::Json,
             other => return Err(HandshakeError::UnsupportedProtocol(other.to_string())),
         };
-        if self.version == 0 || self.version > protocol.max_version() {
+        if self.version > protocol.max_version() {
             return Err(HandshakeError::UnsupportedVersion {
                 protocol: self.protocol.clone(),
                 version: self.version,
@@ -124,6 +125,7 @@ mod tests {
             "The server does not support version 3 of the 'json' protocol."
         );
         assert!(req("json", 2).select().is_ok());
+        assert!(req("json", 0).select().is_ok(), "signalrcore sends version 0");
         assert_eq!(
             decode_request(b"{\"version\":1}\x1e", 1024).unwrap_err(),
             HandshakeError::Missing("protocol")

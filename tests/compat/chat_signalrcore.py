@@ -1,0 +1,133 @@
+"""The chat scenario with the Python client signalrcore, over WebSockets and the JSON hub
+protocol, against a running Herald.
+
+Usage: python chat_signalrcore.py BASE_URL ALICE_TOKEN
+Exits 0 when every step behaved as expected, 1 with the failing step otherwise.
+"""
+
+import logging
+import queue
+import sys
+import threading
+import time
+
+from signalrcore.hub_connection_builder import HubConnectionBuilder
+
+TIMEOUT = 10.0
+METHODS = ["joined", "left", "broadcastMessage", "groupMessage", "userMessage"]
+
+
+class Client:
+    """A connection whose received invocations are queued per method."""
+
+    def __init__(self, name, base, token=None):
+        self.name = name
+        self.queues = {m: queue.Queue() for m in METHODS}
+        self.errors = queue.Queue()
+        self.opened = threading.Event()
+        options = {"access_token_factory": (lambda: token)} if token else {}
+        self.hub = (
+            HubConnectionBuilder()
+            .with_url(f"{base}/hubs/chat", options=options)
+            .configure_logging(logging.ERROR)
+            .build()
+        )
+        for m in METHODS:
+            self.hub.on(m, self.queues[m].put)
+        self.hub.on_open(self.opened.set)
+        self.hub.on_error(self.errors.put)
+
+    def start(self):
+        self.hub.start()
+        if not self.opened.wait(TIMEOUT):
+            raise AssertionError(f"{self.name}: did not open")
+        return self
+
+    def next(self, method, match=lambda args: True):
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{self.name}: no {method} within {TIMEOUT} s")
+            try:
+                args = self.queues[method].get(timeout=left)
+            except queue.Empty:
+                continue
+            if match(args):
+                return args
+
+    def invoke(self, method, args):
+        """A blocking invocation; returns the completion's result."""
+        done = queue.Queue()
+        self.hub.send(method, args, on_invocation=done.put)
+        return done.get(timeout=TIMEOUT).result
+
+
+def step(name, body):
+    try:
+        body()
+        print(f"ok - {name}", flush=True)
+    except Exception as e:  # noqa: BLE001 - every failure ends the run with its step
+        print(f"not ok - {name}: {e!r}", flush=True)
+        sys.exit(1)
+
+
+def main():
+    base, alice_token = sys.argv[1], sys.argv[2]
+    alice = Client("alice", base, alice_token)
+    bob = Client("bob", base)
+
+    def presence():
+        alice.start()
+        args = alice.next("joined")
+        assert args[1] == "alice" and args[2] == 1, args
+        bob.start()
+        args = bob.next("joined")
+        assert args[1] is None and args[2] == 2, args
+        assert alice.next("joined") == args
+
+    def broadcast():
+        bob.hub.send("Send", ["bob", "hello"])
+        for c in (alice, bob):
+            assert c.next("broadcastMessage") == ["bob", "hello"]
+
+    def groups():
+        alice.invoke("JoinGroup", ["room"])
+        bob.hub.send("SendToGroup", ["room", "bob", "to the room"])
+        assert alice.next("groupMessage") == ["room", "bob", "to the room"]
+        bob.invoke("Send", ["marker", "m1"])
+        bob.next("broadcastMessage", lambda a: a[1] == "m1")
+        assert bob.queues["groupMessage"].empty()
+
+    def users():
+        bob.hub.send("SendToUser", ["alice", "psst"])
+        assert alice.next("userMessage") == [None, "psst"]
+
+    def echo_and_count():
+        value = {"text": "é", "n": [1, 2.5], "ok": True}
+        assert alice.invoke("Echo", [value]) == value
+        assert bob.invoke("GetCount", []) == 2
+
+    def unknown_method():
+        bob.hub.send("Nope", [1])
+        error = bob.errors.get(timeout=TIMEOUT)
+        assert error.error == "Method 'Nope' does not exist.", error.error
+
+    def left():
+        bob.hub.stop()
+        args = alice.next("left")
+        assert args[1] is None and args[2] == 1, args
+
+    step("presence", presence)
+    step("broadcast", broadcast)
+    step("groups", groups)
+    step("users", users)
+    step("echo and count", echo_and_count)
+    step("unknown method", unknown_method)
+    step("left", left)
+    alice.hub.stop()
+    print("all steps passed", flush=True)
+
+
+if __name__ == "__main__":
+    main()
