@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bytes::Bytes;
+use std::rc::Rc;
 
 use super::definition::HubId;
 use super::outgoing::Encoded;
@@ -127,9 +127,13 @@ pub enum Phase {
 /// The most queued items handed to one vectored write (Linux's IOV_MAX is 1024).
 pub const MAX_SLICES: usize = 64;
 
+/// Wire bytes as queued: shared by every recipient on one shard, and counted without atomic
+/// operations (a broadcast clones this once per recipient).
+pub type Wire = Rc<[u8]>;
+
 /// One queued item: wire bytes and, for published messages, when the publish happened.
 pub struct Queued {
-    pub bytes: Bytes,
+    pub bytes: Wire,
     pub published: Option<Instant>,
 }
 
@@ -215,21 +219,30 @@ impl Connection {
         self.user.as_deref()
     }
 
-    /// Queues a message in this connection's wire form; `published` is when it was published
-    /// (for the publish→write latency), `None` for direct answers.
-    pub fn send(&self, message: &Encoded, published: Option<Instant>) -> Result<(), CloseReason> {
-        let bytes = match self.transport {
-            TransportKind::WebSockets => message.frame(),
-        };
-        self.push(bytes, published)
+    /// The bytes of `message` in this connection's wire form, ready to queue.
+    pub fn wire(&self, message: &Encoded) -> Wire {
+        match self.transport {
+            TransportKind::WebSockets => Rc::from(&message.frame()[..]),
+        }
     }
 
-    /// Queues bytes already in wire form (handshake answers, completions, pongs).
-    pub fn push_raw(&self, bytes: Bytes) -> Result<(), CloseReason> {
-        self.push(bytes, None)
+    /// Queues a message for this connection alone (an answer, a ping).
+    pub fn send(&self, message: &Encoded) -> Result<(), CloseReason> {
+        self.push(self.wire(message), None)
     }
 
-    fn push(&self, bytes: Bytes, published: Option<Instant>) -> Result<(), CloseReason> {
+    /// Queues wire bytes shared with other recipients; `published` is when the message was
+    /// published, for the publish→write latency.
+    pub fn send_wire(&self, bytes: &Wire, published: Option<Instant>) -> Result<(), CloseReason> {
+        self.push(bytes.clone(), published)
+    }
+
+    /// Queues bytes already in wire form (transport control frames such as pongs).
+    pub fn push_raw(&self, bytes: &[u8]) -> Result<(), CloseReason> {
+        self.push(Rc::from(bytes), None)
+    }
+
+    fn push(&self, bytes: Wire, published: Option<Instant>) -> Result<(), CloseReason> {
         if self.close.borrow().is_some() {
             return Ok(());
         }
@@ -306,6 +319,10 @@ impl Connection {
     /// one vectored write, and returns what it returns.
     pub fn with_queued<R>(&self, write: impl FnOnce(&[IoSlice<'_>]) -> R) -> R {
         let out = self.outbound.borrow();
+        if out.queue.len() == 1 {
+            // The common case of a broadcast: one message, no array to fill.
+            return write(&[IoSlice::new(&out.queue[0].bytes[out.front_written..])]);
+        }
         let mut slices = [IoSlice::new(&[]); MAX_SLICES];
         let mut n = 0;
         for (i, item) in out.queue.iter().take(MAX_SLICES).enumerate() {
@@ -318,7 +335,13 @@ impl Connection {
 
     /// Removes `n` written bytes from the front of the queue; calls `on_message` with the
     /// publish time of every message fully written.
-    pub fn consume(&self, mut n: usize, mut on_message: impl FnMut(Option<Instant>)) -> Drained {
+    /// `now` is when the bytes were written.
+    pub fn consume(
+        &self,
+        mut n: usize,
+        now: Instant,
+        mut on_message: impl FnMut(Option<Instant>),
+    ) -> Drained {
         let mut out = self.outbound.borrow_mut();
         let mut drained = Drained {
             bytes: n,
@@ -344,7 +367,6 @@ impl Connection {
         }
         drop(out);
         if drained.bytes > 0 {
-            let now = Instant::now();
             self.last_sent.set(now);
         }
         drained
@@ -455,11 +477,11 @@ mod tests {
     #[test]
     fn queue_is_capped_in_bytes_and_partial_writes_are_tracked() {
         let c = conn(10);
-        c.push_raw(Bytes::from_static(b"abcd")).unwrap();
-        c.push_raw(Bytes::from_static(b"efgh")).unwrap();
+        c.push_raw(b"abcd").unwrap();
+        c.push_raw(b"efgh").unwrap();
         assert_eq!(c.queued_bytes(), 8);
         assert_eq!(c.with_queued(|s| s.len()), 2);
-        let d = c.consume(5, |_| {});
+        let d = c.consume(5, Instant::now(), |_| {});
         assert_eq!(
             d,
             Drained {
@@ -471,7 +493,7 @@ mod tests {
         assert_eq!(c.queued_bytes(), 3);
         // 3 + 8 > 10: the client is a slow consumer; the partly written item is kept.
         assert_eq!(
-            c.push_raw(Bytes::from_static(b"12345678")),
+            c.push_raw(b"12345678"),
             Err(CloseReason::SlowConsumer { cap: 10 })
         );
         assert_eq!(
@@ -480,7 +502,7 @@ mod tests {
         );
         assert_eq!(c.queued_bytes(), 3);
         // Nothing more is queued once closing.
-        c.push_raw(Bytes::from_static(b"x")).unwrap();
+        c.push_raw(b"x").unwrap();
         assert_eq!(c.queued_bytes(), 3);
     }
 }

@@ -87,7 +87,7 @@ fn reply(shard: &Shard, conn: &Connection, invocation_id: String, completion: Co
         completion,
     };
     // A full queue closes the connection (slow consumer); nothing else to do here.
-    shard.send_to(conn, &Encoded::message(&message, conn.protocol()), None);
+    shard.send_to(conn, &Encoded::message(&message, conn.protocol()));
 }
 
 pub fn unknown_method(target: &str) -> String {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::connection::{Connection, ConnectionId, IdBuildHasher, Phase, TransportKind};
+use super::connection::{Connection, ConnectionId, IdBuildHasher, Phase, TransportKind, Wire};
 use super::index::{ShardIndex, Target};
 use super::node::{Node, Publish, Query, ShardMsg};
 use super::outgoing::{Encoded, Outgoing};
@@ -18,6 +18,9 @@ use crate::fault::CloseReason;
 use crate::metrics::{ShardMetrics, Snapshot};
 use crate::protocol::handshake::{self, HandshakeError};
 use crate::protocol::{HubMessage, Protocol, Value};
+
+/// One delivered message in this many has its publish→write latency recorded.
+pub const LATENCY_SAMPLE_EVERY: u64 = 8;
 
 /// Messages handled per inbox wake-up before yielding to connections.
 const INBOX_BATCH: usize = 256;
@@ -39,6 +42,11 @@ pub struct Shard {
     ping: Encoded,
     scratch: RefCell<Box<[u8]>>,
     http_connections: std::cell::Cell<usize>,
+    /// The time as of the last timer tick: precise enough for keep-alive and timeouts, and
+    /// free to read on every write.
+    clock: std::cell::Cell<Instant>,
+    /// Writes since start-up, for sampling latencies.
+    writes: std::cell::Cell<u64>,
 }
 
 impl Shard {
@@ -54,6 +62,8 @@ impl Shard {
             ping: Encoded::message(&HubMessage::Ping, Protocol::Json),
             scratch: RefCell::new(vec![0u8; SCRATCH_BYTES].into_boxed_slice()),
             http_connections: std::cell::Cell::new(0),
+            clock: std::cell::Cell::new(Instant::now()),
+            writes: std::cell::Cell::new(0),
             node,
         })
     }
@@ -61,6 +71,19 @@ impl Shard {
     /// The shard's shared read buffer.
     pub fn scratch(&self) -> std::cell::RefMut<'_, Box<[u8]>> {
         self.scratch.borrow_mut()
+    }
+
+    /// The time as of the last timer tick (at most one tick interval old).
+    pub fn coarse_now(&self) -> Instant {
+        self.clock.get()
+    }
+
+    /// Whether this message's publish→write latency is recorded: one in
+    /// [`LATENCY_SAMPLE_EVERY`], so the clock is read once per so many deliveries.
+    pub fn sample_latency(&self) -> bool {
+        let n = self.writes.get().wrapping_add(1);
+        self.writes.set(n);
+        n.is_multiple_of(LATENCY_SAMPLE_EVERY)
     }
 
     /// HTTP connections being served (upgraded ones count as hub connections instead).
@@ -196,12 +219,17 @@ impl Shard {
     fn deliver(&self, publish: &Publish) {
         let state = self.state.borrow();
         let mut delivered = 0u64;
+        // This shard's own copy of each encoding: every recipient clones it, and a buffer
+        // shared with other shards would bounce its reference count between their cores.
+        let mut local: [Option<Wire>; Protocol::COUNT] = Default::default();
         let mut send = |conn: &Rc<Connection>| {
             if conn.phase() != Phase::Open || publish.excluded.contains(&conn.id) {
                 return;
             }
-            let encoded = publish.message.encoded(conn.protocol());
-            if self.send_to(conn, encoded, Some(publish.created)) {
+            let protocol = conn.protocol();
+            let wire = local[protocol.index()]
+                .get_or_insert_with(|| conn.wire(publish.message.encoded(protocol)));
+            if self.counted(conn.send_wire(wire, Some(publish.created))) {
                 delivered += 1;
             }
         };
@@ -222,13 +250,13 @@ impl Shard {
 
     /// Queues `message` for `conn`; a connection whose queue overflows is counted as a slow
     /// consumer (it closes itself). Returns whether the message was queued.
-    pub fn send_to(
-        &self,
-        conn: &Connection,
-        message: &Encoded,
-        published: Option<Instant>,
-    ) -> bool {
-        match conn.send(message, published) {
+    pub fn send_to(&self, conn: &Connection, message: &Encoded) -> bool {
+        self.counted(conn.send(message))
+    }
+
+    /// Counts a slow consumer cut by a send; returns whether the send queued.
+    fn counted(&self, sent: Result<(), CloseReason>) -> bool {
+        match sent {
             Ok(()) => true,
             Err(CloseReason::SlowConsumer { .. }) => {
                 self.metrics.slow_consumer();
@@ -482,6 +510,7 @@ impl Shard {
             ticker.tick().await;
             ticks += 1;
             let now = Instant::now();
+            self.clock.set(now);
             let conns: Vec<Rc<Connection>> = self.state.borrow().conns.values().cloned().collect();
             for conn in conns {
                 if conn.is_closing() {
@@ -497,14 +526,14 @@ impl Shard {
                     Phase::Handshaking if now - conn.opened_at >= handshake_timeout => {
                         let error = HandshakeError::TimedOut;
                         let answer = handshake::encode_response(Some(&error.to_string()));
-                        self.send_to(&conn, &Encoded::raw(&answer, Protocol::Json), None);
+                        self.send_to(&conn, &Encoded::raw(&answer, Protocol::Json));
                         conn.request_close(CloseReason::Handshake(error));
                     }
                     Phase::Open if now - conn.last_received() >= client_timeout => {
                         conn.request_close(CloseReason::ClientTimeout);
                     }
                     Phase::Open if now - conn.last_sent() >= keep_alive && !conn.has_queued() => {
-                        self.send_to(&conn, &self.ping, None);
+                        self.send_to(&conn, &self.ping);
                     }
                     _ => {}
                 }
@@ -583,7 +612,7 @@ pub(crate) mod testing {
                 }
                 n
             });
-            conn.consume(n, |_| {});
+            conn.consume(n, Instant::now(), |_| {});
         }
         frames
     }

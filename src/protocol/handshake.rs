@@ -125,7 +125,10 @@ mod tests {
             "The server does not support version 3 of the 'json' protocol."
         );
         assert!(req("json", 2).select().is_ok());
-        assert!(req("json", 0).select().is_ok(), "signalrcore sends version 0");
+        assert!(
+            req("json", 0).select().is_ok(),
+            "signalrcore sends version 0"
+        );
         assert_eq!(
             decode_request(b"{\"version\":1}\x1e", 1024).unwrap_err(),
             HandshakeError::Missing("protocol")

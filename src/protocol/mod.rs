@@ -21,6 +21,16 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// How many protocols there are, for per-protocol tables.
+    pub const COUNT: usize = 1;
+
+    /// This protocol's slot in per-protocol tables.
+    pub fn index(self) -> usize {
+        match self {
+            Protocol::Json => 0,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Json => "json",

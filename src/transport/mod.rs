@@ -7,3 +7,4 @@ pub mod http;
 pub mod negotiate;
 pub mod session;
 pub mod websocket;
+pub mod writer;

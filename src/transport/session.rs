@@ -57,7 +57,7 @@ impl Session {
                 Err(e) => return Err(self.refuse(e)),
             };
             let answer = Encoded::raw(&handshake::encode_response(None), protocol);
-            self.conn.send(&answer, None)?;
+            self.conn.send(&answer)?;
             self.handshaken = true;
             self.shard.open(&self.conn, protocol).await;
             buf = &buf[used..];
@@ -88,7 +88,7 @@ impl Session {
             &handshake::encode_response(Some(&error.to_string())),
             Protocol::Json,
         );
-        let _ = self.conn.send(&answer, None);
+        let _ = self.conn.send(&answer);
         CloseReason::Handshake(error)
     }
 }

@@ -22,11 +22,20 @@ fn server(io: &'static str) -> Server {
 }
 
 fn run(mut cmd: Command, what: &str) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{what} failed ({}):\n{stdout}\n{stderr}", out.status);
-    assert!(stdout.contains("all steps passed"), "{what}:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("all steps passed"),
+        "{what}:\n{stdout}\n{stderr}"
+    );
 }
 
 async fn javascript_client(io: &'static str) {
@@ -41,7 +50,9 @@ async fn javascript_client(io: &'static str) {
         .arg(server.url(""))
         .arg(token(&["--user", "alice"]))
         .arg(token(&["--user", "carol"]));
-    tokio::task::spawn_blocking(move || run(cmd, "@microsoft/signalr chat scenario")).await.unwrap();
+    tokio::task::spawn_blocking(move || run(cmd, "@microsoft/signalr chat scenario"))
+        .await
+        .unwrap();
     drop(server);
 }
 both_backends!(javascript_client);
@@ -58,7 +69,9 @@ async fn python_client(io: &'static str) {
     cmd.arg(dir.join("chat_signalrcore.py"))
         .arg(server.url(""))
         .arg(token(&["--user", "alice"]));
-    tokio::task::spawn_blocking(move || run(cmd, "signalrcore chat scenario")).await.unwrap();
+    tokio::task::spawn_blocking(move || run(cmd, "signalrcore chat scenario"))
+        .await
+        .unwrap();
     drop(server);
 }
 both_backends!(python_client);

@@ -9,7 +9,6 @@
 pub mod frame;
 
 use std::future::poll_fn;
-use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -31,14 +30,13 @@ use super::connection_token::ConnectionToken;
 use super::http::{Body, empty, query_param};
 use super::negotiate::authenticate_client;
 use super::session::Session;
+use super::writer::poll_write_queue;
 use crate::config::HubAuth;
 use crate::fault::{CloseReason, HttpFault};
 use crate::hub::definition::HubId;
 use crate::hub::node::ClaimError;
-use crate::hub::shard::micros;
 use crate::hub::{Connection, ConnectionId, Encoded, Shard, TransportKind};
 use crate::identity::jwt;
-use crate::metrics::Latency;
 use crate::protocol::HubMessage;
 
 const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -244,7 +242,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         for event in events.drain(..) {
             let outcome = match event {
                 Event::Message { payload, .. } => session.receive(&payload).await,
-                Event::Ping(payload) => conn.push_raw(frame::encode(OpCode::Pong, &payload)),
+                Event::Ping(payload) => conn.push_raw(&frame::encode(OpCode::Pong, &payload)),
                 Event::Pong => Ok(()),
                 Event::Close { .. } => Err(CloseReason::ClientClosed),
             };
@@ -267,7 +265,8 @@ fn poll_step<S: AsyncRead + AsyncWrite + Unpin>(
     decoder: &mut Decoder,
     events: &mut Vec<Event>,
 ) -> Poll<Step> {
-    if let Poll::Ready(Err(_)) = poll_write_queue(cx, shard, conn, io) {
+    let mut written = 0;
+    if let Poll::Ready(Err(_)) = poll_write_queue(cx, shard, conn, io, &mut written) {
         return Poll::Ready(Step::Closed(CloseReason::ClientGone));
     }
     if let Some(reason) = conn.close_reason() {
@@ -283,7 +282,7 @@ fn poll_step<S: AsyncRead + AsyncWrite + Unpin>(
                     return Poll::Ready(Step::Closed(CloseReason::ClientGone));
                 }
                 shard.metrics.bytes_in(n);
-                conn.touch_received(Instant::now());
+                conn.touch_received(shard.coarse_now());
                 if let Err(e) = decoder.feed(&scratch[..n], events) {
                     return Poll::Ready(Step::Closed(CloseReason::WebSocket(e)));
                 }
@@ -301,44 +300,6 @@ fn poll_step<S: AsyncRead + AsyncWrite + Unpin>(
     // Partial frames kept arriving: let other connections run, then continue.
     cx.waker().wake_by_ref();
     Poll::Pending
-}
-
-/// Writes the connection's queue, everything at once, until it is empty or the socket is
-/// full. Records publish→write latency for each message written.
-fn poll_write_queue<S: AsyncWrite + Unpin>(
-    cx: &mut Context<'_>,
-    shard: &Shard,
-    conn: &Connection,
-    io: &mut S,
-) -> Poll<io::Result<()>> {
-    let mut wrote = false;
-    while conn.has_queued() {
-        match conn.with_queued(|slices| Pin::new(&mut *io).poll_write_vectored(cx, slices)) {
-            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-            Poll::Ready(Ok(n)) => {
-                wrote = true;
-                let now = Instant::now();
-                conn.consume(n, |published| {
-                    if let Some(at) = published {
-                        shard
-                            .metrics
-                            .record(Latency::PublishToWrite, micros(now - at));
-                    }
-                });
-                shard.metrics.bytes_out(n);
-                conn.set_stalled(false, now);
-            }
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => {
-                conn.set_stalled(true, Instant::now());
-                return Poll::Pending;
-            }
-        }
-    }
-    if wrote {
-        return Pin::new(&mut *io).poll_flush(cx);
-    }
-    Poll::Ready(Ok(()))
 }
 
 /// Ends the connection politely: what may still be sent is flushed, then the SignalR Close
@@ -365,7 +326,8 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
     tail.extend_from_slice(&frame::encode_close(reason.websocket_code(), ""));
     let timeout = Duration::from_millis(shard.node.config.connections.send_timeout_ms);
     let _ = tokio::time::timeout(timeout, async {
-        poll_fn(|cx| poll_write_queue(cx, shard, conn, io)).await?;
+        let mut written = 0;
+        poll_fn(|cx| poll_write_queue(cx, shard, conn, io, &mut written)).await?;
         io.write_all(&tail).await?;
         io.flush().await?;
         io.shutdown().await

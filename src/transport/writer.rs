@@ -1,0 +1,59 @@
+//! The outbound half every transport shares: a connection's queue written to its socket.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tokio::io::AsyncWrite;
+
+use crate::hub::shard::micros;
+use crate::hub::{Connection, Shard};
+use crate::metrics::Latency;
+
+/// Writes the connection's queue until it is empty (`Ready(Ok)`) or the socket is full
+/// (`Pending`, with the socket's waker registered). Each call hands everything queued to one
+/// vectored write, so a backlog of small messages costs one system call, not one each.
+/// Adds the number of messages fully written to `written`, and records the publish→write
+/// latency of a sample of them.
+pub fn poll_write_queue<S: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    shard: &Shard,
+    conn: &Connection,
+    io: &mut S,
+    written: &mut usize,
+) -> Poll<io::Result<()>> {
+    let mut wrote = false;
+    while conn.has_queued() {
+        match conn.with_queued(|slices| Pin::new(&mut *io).poll_write_vectored(cx, slices)) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                wrote = true;
+                let now = shard.coarse_now();
+                let mut precise = None;
+                let drained = conn.consume(n, now, |published| {
+                    if let Some(at) = published
+                        && shard.sample_latency()
+                    {
+                        let now = *precise.get_or_insert_with(Instant::now);
+                        shard
+                            .metrics
+                            .record(Latency::PublishToWrite, micros(now - at));
+                    }
+                });
+                *written += drained.messages;
+                shard.metrics.bytes_out(n);
+                conn.set_stalled(false, now);
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {
+                conn.set_stalled(true, shard.coarse_now());
+                return Poll::Pending;
+            }
+        }
+    }
+    if wrote {
+        return Pin::new(&mut *io).poll_flush(cx);
+    }
+    Poll::Ready(Ok(()))
+}
