@@ -23,6 +23,9 @@ use crate::hub::{ConnectionId, Outgoing, Publish, Query, Shard, ShardMsg, Target
 use crate::protocol::Value;
 use crate::transport::http::{Body, decode_segment, query_param, query_params, read_body, status};
 
+/// This API's OpenAPI description, served at `/api/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 /// How long a user stays in a group when `ttl` is not given, as in Azure SignalR Service.
 const DEFAULT_USER_GROUP_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -63,6 +66,14 @@ pub async fn handle(
         .map(|s| decode_segment(s))
         .collect::<Result<_, _>>()?;
     let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
+    if parts == ["openapi.json"] && (method == Method::GET || method == Method::HEAD) {
+        let mut response = Response::new(crate::transport::http::full(OPENAPI));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        return Ok(response);
+    }
     let (version, rest) = match parts.as_slice() {
         ["v1", rest @ ..] => (Version::V1, rest),
         rest => (Version::V2022, rest),
@@ -472,6 +483,45 @@ mod tests {
                 Err(HttpFault::InvalidBody(_))
             ));
         }
+    }
+
+    #[test]
+    fn openapi_describes_every_route_the_router_takes() {
+        let doc: Json = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        let paths = doc["paths"].as_object().unwrap();
+        let mut checked = 0;
+        for (path, ops) in paths {
+            let Some(rest) = path.strip_prefix("/api/") else {
+                continue;
+            };
+            if rest == "openapi.json" {
+                continue;
+            }
+            for method in ops.as_object().unwrap().keys() {
+                let Ok(method) = method.to_uppercase().parse::<Method>() else {
+                    continue;
+                };
+                let concrete: Vec<String> = rest
+                    .split('/')
+                    .map(|seg| match seg {
+                        "{connectionId}" => "AAAAAAAAAAAAAAAAAAAAAA".to_string(),
+                        s if s.starts_with('{') => "x".to_string(),
+                        s => s.to_string(),
+                    })
+                    .collect();
+                let parts: Vec<&str> = concrete.iter().map(String::as_str).collect();
+                let (version, rest) = match parts.as_slice() {
+                    ["v1", rest @ ..] => (Version::V1, rest),
+                    rest => (Version::V2022, rest),
+                };
+                assert!(
+                    parse(&method, version, rest).is_ok(),
+                    "{method} {path} is documented but not routed"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 40, "only {checked} operations checked");
     }
 
     #[test]
