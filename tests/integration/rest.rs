@@ -485,3 +485,72 @@ async fn rest_bad_input(io: &'static str) {
     );
 }
 both_backends!(rest_bad_input);
+
+/// Browsers: the preflight is answered, and allowed origins are echoed with credentials (the
+/// SignalR browser client sends credentials), on negotiate and on the REST API alike.
+async fn cors_for_browsers(io: &'static str) {
+    let server = Server::start(io);
+    let origin = "https://app.example.com";
+    let res = http(
+        server.addr,
+        "OPTIONS",
+        "/hubs/chat/negotiate?negotiateVersion=1",
+        &[
+            ("Origin", origin),
+            ("Access-Control-Request-Method", "POST"),
+            (
+                "Access-Control-Request-Headers",
+                "x-requested-with, x-signalr-user-agent, authorization",
+            ),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(res.status, 204);
+    assert_eq!(res.header("access-control-allow-origin"), Some(origin));
+    assert_eq!(res.header("access-control-allow-credentials"), Some("true"));
+    let allowed = res
+        .header("access-control-allow-headers")
+        .unwrap()
+        .to_ascii_lowercase();
+    for h in ["x-requested-with", "x-signalr-user-agent", "authorization"] {
+        assert!(allowed.contains(h), "{allowed}");
+    }
+    let res = http(
+        server.addr,
+        "POST",
+        "/hubs/chat/negotiate?negotiateVersion=1",
+        &[("Origin", origin)],
+        b"",
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("access-control-allow-origin"), Some(origin));
+    assert_eq!(res.header("vary"), Some("Origin"));
+
+    let restricted = Server::builder(io)
+        .env("HERALD_SERVER_CORS_ALLOWED_ORIGINS", "https://good.example")
+        .start();
+    let res = http(
+        restricted.addr,
+        "POST",
+        "/hubs/chat/negotiate?negotiateVersion=1",
+        &[("Origin", "https://evil.example")],
+        b"",
+    )
+    .await;
+    assert_eq!(res.header("access-control-allow-origin"), None);
+    let res = http(
+        restricted.addr,
+        "POST",
+        "/hubs/chat/negotiate?negotiateVersion=1",
+        &[("Origin", "https://good.example")],
+        b"",
+    )
+    .await;
+    assert_eq!(
+        res.header("access-control-allow-origin"),
+        Some("https://good.example")
+    );
+}
+both_backends!(cors_for_browsers);

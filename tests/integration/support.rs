@@ -176,7 +176,7 @@ impl ServerBuilder {
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0", "--io", self.io])
             .args(["--shards", &self.shards.to_string()])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if let Some(dir) = &dir {
