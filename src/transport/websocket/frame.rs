@@ -1,9 +1,10 @@
-//! The WebSocket frame codec (RFC 6455), server side.
+//! The WebSocket frame codec (RFC 6455).
 //!
-//! Decoding takes client frames (which must be masked), reassembles fragmented messages and
-//! hands out control frames; it keeps only the bytes of an unfinished frame between calls.
-//! Encoding writes server frames, which are never masked: the same frame bytes can be written
-//! to every recipient, which is what makes encode-once fan-out possible.
+//! Decoding reassembles fragmented messages and hands out control frames; it keeps only the
+//! bytes of an unfinished frame between calls. A server decodes client frames, which must be
+//! masked; a client (the load generator) decodes server frames, which must not be. Server
+//! frames are never masked, so the same frame bytes can be written to every recipient, which
+//! is what makes encode-once fan-out possible.
 
 use bytes::{Bytes, BytesMut};
 
@@ -51,6 +52,8 @@ pub enum Event {
 pub enum FrameError {
     #[error("client frames must be masked")]
     Unmasked,
+    #[error("server frames must not be masked")]
+    Masked,
     #[error("reserved bits are set")]
     ReservedBits,
     #[error("unknown opcode {0:#x}")]
@@ -78,9 +81,17 @@ impl FrameError {
     }
 }
 
-/// Incremental decoder of client frames.
+/// Which end of the connection decodes: a server reads masked frames, a client unmasked ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Server,
+    Client,
+}
+
+/// Incremental frame decoder.
 #[derive(Debug)]
 pub struct Decoder {
+    role: Role,
     /// Bytes of an unfinished frame; empty (and unallocated) between whole frames.
     partial: BytesMut,
     /// The data message being reassembled from fragments.
@@ -89,8 +100,14 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// A server's decoder of client frames.
     pub fn new(max_message: usize) -> Decoder {
+        Decoder::with_role(Role::Server, max_message)
+    }
+
+    pub fn with_role(role: Role, max_message: usize) -> Decoder {
         Decoder {
+            role,
             partial: BytesMut::new(),
             fragments: None,
             max_message,
@@ -144,8 +161,11 @@ impl Decoder {
         }
         let opcode =
             OpCode::from_u8(buf[0] & 0x0f).ok_or(FrameError::UnknownOpCode(buf[0] & 0x0f))?;
-        if buf[1] & 0x80 == 0 {
-            return Err(FrameError::Unmasked);
+        let masked = buf[1] & 0x80 != 0;
+        match (self.role, masked) {
+            (Role::Server, false) => return Err(FrameError::Unmasked),
+            (Role::Client, true) => return Err(FrameError::Masked),
+            _ => {}
         }
         let (len, mut pos) = match buf[1] & 0x7f {
             126 => {
@@ -173,13 +193,19 @@ impl Decoder {
             return Err(FrameError::TooLarge(self.max_message));
         }
         let len = len as usize;
-        if buf.len() < pos + 4 + len {
+        let mask_len = if masked { 4 } else { 0 };
+        if buf.len() < pos + mask_len + len {
             return Ok(None);
         }
-        let mask: [u8; 4] = buf[pos..pos + 4].try_into().expect("4 bytes");
-        pos += 4;
-        let mut payload = BytesMut::from(&buf[pos..pos + len]);
-        fastwebsockets::unmask(&mut payload, mask);
+        let mut payload;
+        if masked {
+            let mask: [u8; 4] = buf[pos..pos + 4].try_into().expect("4 bytes");
+            pos += 4;
+            payload = BytesMut::from(&buf[pos..pos + len]);
+            fastwebsockets::unmask(&mut payload, mask);
+        } else {
+            payload = BytesMut::from(&buf[pos..pos + len]);
+        }
         let used = pos + len;
 
         match opcode {
@@ -288,9 +314,14 @@ pub fn encode_close(code: u16, reason: &str) -> Bytes {
     encode(OpCode::Close, &payload)
 }
 
-#[cfg(test)]
-pub(crate) fn mask_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+/// A masked client frame (what a client, such as the load generator, sends).
+pub fn encode_masked(opcode: OpCode, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    mask_frame(true, opcode as u8, payload, mask)
+}
+
+fn mask_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    out.push(if fin { 0x80 } else { 0 } | opcode);
     let len = payload.len();
     if len < 126 {
         out.push(0x80 | len as u8);
@@ -302,7 +333,9 @@ pub(crate) fn mask_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -
         out.extend_from_slice(&(len as u64).to_be_bytes());
     }
     out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let start = out.len();
+    out.extend_from_slice(payload);
+    fastwebsockets::unmask(&mut out[start..], mask);
     out
 }
 
@@ -378,6 +411,34 @@ mod tests {
                 assert_eq!(d.buffered(), 0);
             }
         }
+    }
+
+    #[test]
+    fn client_role_reads_server_frames_and_refuses_masked_ones() {
+        let mut stream = encode(OpCode::Text, b"Hello").to_vec();
+        stream.extend_from_slice(&encode(OpCode::Binary, &[1u8; 300]));
+        for split in 0..=stream.len() {
+            let mut d = Decoder::with_role(Role::Client, 1024);
+            let mut out = Vec::new();
+            d.feed(&stream[..split], &mut out).unwrap();
+            d.feed(&stream[split..], &mut out).unwrap();
+            assert_eq!(out.len(), 2, "split {split}");
+        }
+        let mut out = Vec::new();
+        let masked = encode_masked(OpCode::Text, b"x", M);
+        assert_eq!(
+            Decoder::with_role(Role::Client, 64).feed(&masked, &mut out),
+            Err(FrameError::Masked)
+        );
+        // And a server reads what a client encodes.
+        Decoder::new(64).feed(&masked, &mut out).unwrap();
+        assert_eq!(
+            out,
+            vec![Event::Message {
+                text: true,
+                payload: Bytes::from_static(b"x")
+            }]
+        );
     }
 
     #[test]
