@@ -1,0 +1,160 @@
+//! Each scenario for about a second against the real `herald` binary; the counts must add up.
+//!
+//! The server binary is the workspace's `target/<profile>/herald`, which `cargo test
+//! --workspace` builds for Herald's own integration tests.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+struct Herald {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn herald_bin() -> PathBuf {
+    // target/<profile>/deps/scenarios-… → target/<profile>/herald
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("herald");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test --workspace` (it builds the server)",
+        bin.display()
+    );
+    bin
+}
+
+fn start() -> Herald {
+    let mut child = Command::new(herald_bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--io",
+            "epoll",
+            "--shards",
+            "2",
+        ])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    Herald {
+        child,
+        url: format!("http://{addr}"),
+    }
+}
+
+fn run(server: &Herald, args: &[&str]) -> Value {
+    let pid = server.child.id().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_herald-loadtest"))
+        .args(args)
+        .args([
+            "--url",
+            &server.url,
+            "--json",
+            "--server-pid",
+            &pid,
+            "--duration",
+            "1",
+            "--drain",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn every_scenario_adds_up() {
+    let server = start();
+
+    let r = run(&server, &["connect", "-n", "200", "--connect-rate", "0"]);
+    assert_eq!(r["connections"]["connected"], 200, "{r:#}");
+    assert_eq!(r["connections"]["latency"]["count"], 200);
+    assert!(r["server"]["rss_bytes"].as_u64().unwrap() > 0);
+
+    let r = run(&server, &["broadcast", "-n", "50", "-p", "2", "-r", "400"]);
+    let t = &r["traffic"];
+    let published = t["published"].as_u64().unwrap();
+    assert!(published > 100, "{r:#}");
+    assert_eq!(t["expected"].as_u64().unwrap(), published * 50, "{r:#}");
+    assert_eq!(t["received"], t["expected"], "{r:#}");
+    assert_eq!(
+        (
+            t["lost"].as_u64(),
+            t["duplicates"].as_u64(),
+            t["reordered"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0))
+    );
+    assert_eq!(t["latency"]["count"], t["received"]);
+    assert!(r["server"]["cpu_us_per_delivery"].as_f64().unwrap() > 0.0);
+
+    let r = run(
+        &server,
+        &["groups", "--groups", "5", "--group-size", "10", "-r", "200"],
+    );
+    let t = &r["traffic"];
+    assert_eq!(t["publishers"], 5, "{r:#}");
+    assert_eq!(
+        t["expected"].as_u64().unwrap(),
+        t["published"].as_u64().unwrap() * 10
+    );
+    assert_eq!(t["received"], t["expected"], "{r:#}");
+    assert_eq!(t["lost"], 0);
+
+    let r = run(&server, &["echo", "-n", "4"]);
+    let calls = r["echo"]["calls"].as_u64().unwrap();
+    assert!(calls > 100, "{r:#}");
+    assert_eq!(r["echo"]["round_trip"]["count"].as_u64(), Some(calls));
+
+    // Two worker processes share the connections; the parent merges their counts.
+    let r = run(
+        &server,
+        &[
+            "broadcast",
+            "-n",
+            "40",
+            "-p",
+            "2",
+            "-r",
+            "200",
+            "--workers",
+            "2",
+        ],
+    );
+    let t = &r["traffic"];
+    assert_eq!(r["connections"]["connected"], 40, "{r:#}");
+    assert_eq!(t["received"], t["expected"], "{r:#}");
+    assert_eq!(
+        t["expected"].as_u64().unwrap(),
+        t["published"].as_u64().unwrap() * 40
+    );
+}
