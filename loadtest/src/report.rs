@@ -79,7 +79,8 @@ pub struct Echo {
 #[derive(Debug, Serialize)]
 pub struct Server {
     pub cpu_secs: f64,
-    /// Server CPU time per delivered message (broadcast, groups) or per call (echo).
+    /// Server CPU time per delivered message (broadcast, groups), per call (echo) or per
+    /// connection opened (connect).
     pub cpu_us_per_delivery: Option<f64>,
     pub rss_bytes: u64,
     /// Growth of the server's RSS while the connections were opened, per connection.
@@ -153,7 +154,13 @@ impl Report {
         let work = match plan.kind {
             Kind::Broadcast | Kind::Groups => received,
             Kind::Echo => echo.as_ref().map_or(0, |e| e.calls),
-            Kind::Connect => 0,
+            Kind::Connect => o.connected,
+        };
+        // A connect run's work is the connecting itself: count the server's CPU from before.
+        let start = if plan.kind == Kind::Connect {
+            before.or(start)
+        } else {
+            start
         };
         let server = match (start, end) {
             (Some(start), Some(end)) => Some(Server {
@@ -163,7 +170,7 @@ impl Report {
                 rss_bytes: end.rss_bytes,
                 rss_bytes_per_connection: before
                     .filter(|_| o.connected > 0)
-                    .map(|b| (start.rss_bytes as f64 - b.rss_bytes as f64) / o.connected as f64),
+                    .map(|b| (end.rss_bytes as f64 - b.rss_bytes as f64) / o.connected as f64),
             }),
             _ => None,
         };
@@ -217,7 +224,12 @@ impl Report {
         if let Some(s) = &self.server {
             let _ = write!(t, "server          {:.2} s CPU", s.cpu_secs);
             if let Some(us) = s.cpu_us_per_delivery {
-                let _ = write!(t, ", {us:.2} µs per delivery");
+                let unit = match self.scenario {
+                    Kind::Connect => "connection",
+                    Kind::Echo => "call",
+                    _ => "delivery",
+                };
+                let _ = write!(t, ", {us:.2} µs per {unit}");
             }
             let _ = write!(t, ", RSS {:.1} MiB", s.rss_bytes as f64 / 1048576.0);
             if let Some(per) = s.rss_bytes_per_connection {

@@ -169,7 +169,7 @@ impl Outcome {
 }
 
 /// Signals from the parent (or the in-process driver) to the connection tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
     Connecting,
     Running,
@@ -374,9 +374,8 @@ async fn connection(
                 }
                 None => {
                     tasks.push(tokio::task::spawn_local(async move {
-                        let mut phase = phase;
-                        let _ = phase.wait_for(|p| *p == Phase::Done).await;
-                        drop(writer);
+                        let mut writer = writer;
+                        keep_alive(&mut writer, phase, Phase::Done).await;
                     }));
                 }
             }
@@ -402,9 +401,12 @@ async fn receive(
             r = reader.next(&mut records) => r,
         };
         if let Err(e) = next {
-            let mut s = stats.borrow_mut();
-            s.outcome.dropped += 1;
-            ThreadStats::error(&mut s.outcome.errors, e);
+            // The run's end closes connections from this side; an error then is not a drop.
+            if *phase.borrow() != Phase::Done {
+                let mut s = stats.borrow_mut();
+                s.outcome.dropped += 1;
+                ThreadStats::error(&mut s.outcome.errors, e);
+            }
             break;
         }
         let now = wire::now_ns();
@@ -475,15 +477,34 @@ fn encode(plan: &Plan, mode: Mode, id: u32, seq: u64, out: &mut Vec<u8>) {
     }
 }
 
+/// How often an otherwise silent SignalR client pings, as the official clients do (the
+/// server closes clients it has not heard from within its client timeout).
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// Sends SignalR pings until the run reaches `until`.
+async fn keep_alive(writer: &mut Writer, mut phase: watch::Receiver<Phase>, until: Phase) {
+    let ping = b"{\"type\":6}\x1e";
+    loop {
+        tokio::select! {
+            _ = phase.wait_for(|p| *p >= until) => return,
+            _ = tokio::time::sleep(KEEP_ALIVE) => {
+                if writer.mode == Mode::SignalrJson && writer.send_text(ping).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Publishes numbered messages at this publisher's share of the rate while running.
 async fn publish(
     plan: Arc<Plan>,
     mut writer: Writer,
     id: u32,
     stats: Rc<RefCell<ThreadStats>>,
-    mut phase: watch::Receiver<Phase>,
+    phase: watch::Receiver<Phase>,
 ) {
-    let _ = phase.wait_for(|p| *p != Phase::Connecting).await;
+    keep_alive(&mut writer, phase.clone(), Phase::Running).await;
     let per_second = plan.rate as f64 / plan.publishers_total().max(1) as f64;
     let start = Instant::now();
     let mut seq = 0u64;
@@ -517,8 +538,7 @@ async fn publish(
         }
     }
     stats.borrow_mut().outcome.published.insert(id, seq);
-    let _ = phase.wait_for(|p| *p == Phase::Done).await;
-    drop(writer);
+    keep_alive(&mut writer, phase, Phase::Done).await;
 }
 
 /// Invokes Echo in a loop, one call outstanding, measuring round trips.
@@ -529,7 +549,7 @@ async fn echo(
     stats: Rc<RefCell<ThreadStats>>,
     mut phase: watch::Receiver<Phase>,
 ) {
-    let _ = phase.wait_for(|p| *p != Phase::Connecting).await;
+    keep_alive(&mut writer, phase.clone(), Phase::Running).await;
     let text = "x".repeat(plan.size);
     let mut n = 0u64;
     let mut records = Vec::new();

@@ -17,9 +17,14 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_uring::net::TcpStream;
 
-/// The read buffer of an in-flight read. It stays pinned in the kernel while a connection is
-/// idle, so it is kept small.
-const READ_BYTES: usize = 8 * 1024;
+/// The read buffer of an in-flight read stays pinned in the kernel while a connection is
+/// idle, so it starts small and grows only while reads fill it (a client sending a lot),
+/// shrinking again when they do not.
+const READ_MIN: usize = 1024;
+const READ_MAX: usize = 64 * 1024;
+
+/// A drained write buffer larger than this is freed rather than kept for reuse.
+const SPARE_MAX: usize = 64 * 1024;
 
 /// Bytes accepted but not yet written above which writers are told to wait.
 const HIGH_WATER: usize = 256 * 1024;
@@ -32,6 +37,8 @@ pub struct UringIo {
     /// Bytes read and not yet handed to the caller: `read_buf[read_pos..]`.
     read_buf: Vec<u8>,
     read_pos: usize,
+    /// Capacity of the next read buffer.
+    read_size: usize,
     write_op: Option<Op>,
     /// Bytes in the in-flight write.
     inflight: usize,
@@ -49,6 +56,7 @@ impl UringIo {
             read_op: None,
             read_buf: Vec::new(),
             read_pos: 0,
+            read_size: READ_MIN,
             write_op: None,
             inflight: 0,
             staging: Vec::new(),
@@ -87,7 +95,9 @@ impl UringIo {
                     }
                     Ok(_) => {
                         buf.clear();
-                        self.spare = buf;
+                        if buf.capacity() <= SPARE_MAX {
+                            self.spare = buf;
+                        }
                     }
                     Err(e) => {
                         self.write_error = Some(e);
@@ -152,7 +162,10 @@ impl AsyncRead for UringIo {
         if this.read_op.is_none() {
             let mut buf = std::mem::take(&mut this.read_buf);
             buf.clear();
-            buf.reserve(READ_BYTES);
+            if buf.capacity() > this.read_size {
+                buf = Vec::new();
+            }
+            buf.reserve_exact(this.read_size);
             this.read_pos = 0;
             let stream = this.stream.clone();
             this.read_op = Some(Box::pin(async move { stream.read(buf).await }));
@@ -165,7 +178,14 @@ impl AsyncRead for UringIo {
         this.read_op = None;
         this.read_buf = buf;
         match result {
-            Ok(_) => {
+            Ok(read) => {
+                this.read_size = if read >= this.read_size {
+                    (this.read_size * 2).min(READ_MAX)
+                } else if read < this.read_size / 4 {
+                    (this.read_size / 2).max(READ_MIN)
+                } else {
+                    this.read_size
+                };
                 let n = out.remaining().min(this.read_buf.len());
                 out.put_slice(&this.read_buf[..n]);
                 this.read_pos = n;

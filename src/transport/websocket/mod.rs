@@ -221,12 +221,16 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut events = Vec::new();
 
     let mut reason = None;
+    // `leftover` may share hyper's whole read buffer: feed it and let it go at once, or every
+    // idle connection would keep that buffer alive.
     if !leftover.is_empty() {
         conn.touch_received(Instant::now());
         if let Err(e) = decoder.feed(&leftover, &mut events) {
             reason = Some(CloseReason::WebSocket(e));
         }
     }
+    drop(leftover);
+
     let reason = loop {
         if let Some(reason) = reason.take() {
             break reason;
@@ -241,7 +245,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         }
         for event in events.drain(..) {
             let outcome = match event {
-                Event::Message { payload, .. } => session.receive(&payload).await,
+                // Boxed: the dispatcher's future is large and only lives while a message is
+                // handled, while this loop's state lives as long as the (mostly idle)
+                // connection.
+                Event::Message { payload, .. } => Box::pin(session.receive(&payload)).await,
                 Event::Ping(payload) => conn.push_raw(&frame::encode(OpCode::Pong, &payload)),
                 Event::Pong => Ok(()),
                 Event::Close { .. } => Err(CloseReason::ClientClosed),
@@ -252,8 +259,15 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     };
-    finish(&shard, &conn, &mut io, &reason, session.handshaken()).await;
-    shard.detach(&conn, &reason, accepted.until).await;
+    Box::pin(finish(
+        &shard,
+        &conn,
+        &mut io,
+        &reason,
+        session.handshaken(),
+    ))
+    .await;
+    Box::pin(shard.detach(&conn, &reason, accepted.until)).await;
 }
 
 /// One turn: write what is queued, notice a requested close, read what arrived.
