@@ -24,6 +24,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// 20,000 per process; some are kept for the process itself).
 const CONNECTIONS_PER_WORKER: usize = 18_000;
 
+/// Connections per source address (the default ephemeral port range holds about 28,000).
+const SOURCE_PORTS: usize = 25_000;
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Scenario {
     /// Open N connections at a rate, hold them, report connect latency and server memory.
@@ -93,7 +96,8 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     workers: usize,
     /// Source addresses to spread connections over, e.g. 127.0.0.1,127.0.0.2 (default: one
-    /// per 50,000 connections from 127.0.0.1 up when above that).
+    /// per 25,000 connections from 127.0.0.1 up when above that, as one source address has
+    /// about 28,000 ephemeral ports).
     #[arg(long, value_delimiter = ',')]
     sources: Vec<IpAddr>,
     /// The server's process id: report its CPU time per delivered message and its memory.
@@ -155,8 +159,8 @@ fn plan(args: &Args) -> Plan {
         .workers
         .max(connections.div_ceil(CONNECTIONS_PER_WORKER))
         .max(1);
-    let sources = if args.sources.is_empty() && connections > 50_000 {
-        (0..connections.div_ceil(50_000))
+    let sources = if args.sources.is_empty() && connections > SOURCE_PORTS {
+        (0..connections.div_ceil(SOURCE_PORTS))
             .map(|i| IpAddr::from([127, 0, 0, 1 + i as u8]))
             .collect()
     } else {

@@ -127,10 +127,31 @@ pub fn signalr_invoke(id: &str, target: &str, args: Vec<Value>) -> Vec<u8> {
     out
 }
 
-/// Parses every SignalR record in a frame payload.
+/// Parses every SignalR record in a frame payload. Invocations (the test messages) are read
+/// shallowly, without materialising their arguments, so the load generator spends as little
+/// as it can per message; everything else is decoded in full.
 pub fn signalr_records(payload: &[u8], out: &mut Vec<Incoming>) -> Result<(), String> {
     let mut rest = payload;
-    while let Some((message, used)) = json::decode(rest, usize::MAX).map_err(|e| e.to_string())? {
+    while let Some((shallow, used)) =
+        json::decode_shallow(rest, usize::MAX).map_err(|e| e.to_string())?
+    {
+        if shallow.kind == Some(1) {
+            // broadcastMessage(name, text) or groupMessage(group, name, text): the stamp is
+            // the last argument, a JSON string without escapes.
+            let stamp = shallow
+                .arguments
+                .as_ref()
+                .and_then(|a| a.last())
+                .and_then(|raw| raw.get().strip_prefix('"')?.strip_suffix('"'))
+                .and_then(Stamp::parse);
+            out.push(stamp.map_or(Incoming::Other, Incoming::Data));
+            rest = &rest[used..];
+            continue;
+        }
+        let Some((message, used)) = json::decode(rest, usize::MAX).map_err(|e| e.to_string())?
+        else {
+            break;
+        };
         rest = &rest[used..];
         out.push(match message {
             HubMessage::Invocation { arguments, .. } => {

@@ -117,6 +117,41 @@ pub fn parse(record: &[u8]) -> Result<HubMessage, ProtocolError> {
     })
 }
 
+/// A message read only as far as routing needs: its type, invocation id and target, and its
+/// arguments as unparsed JSON. For readers that look at a few fields of many messages (the
+/// load generator reads every broadcast it receives this way).
+#[derive(Debug, Deserialize)]
+pub struct Shallow<'a> {
+    #[serde(rename = "type")]
+    pub kind: Option<i64>,
+    #[serde(rename = "invocationId", borrow)]
+    pub invocation_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    pub target: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    pub arguments: Option<Vec<&'a serde_json::value::RawValue>>,
+}
+
+/// Like [`decode`], but reads the first message shallowly (see [`Shallow`]).
+pub fn decode_shallow(
+    buf: &[u8],
+    limit: usize,
+) -> Result<Option<(Shallow<'_>, usize)>, ProtocolError> {
+    let Some(end) = memchr(RECORD_SEPARATOR, buf) else {
+        return if buf.len() > limit {
+            Err(ProtocolError::TooLarge { limit })
+        } else {
+            Ok(None)
+        };
+    };
+    if end > limit {
+        return Err(ProtocolError::TooLarge { limit });
+    }
+    let shallow: Shallow =
+        serde_json::from_slice(&buf[..end]).map_err(|e| ProtocolError::Json(e.to_string()))?;
+    Ok(Some((shallow, end + 1)))
+}
+
 /// Appends `message`, with its separator, to `out`.
 pub fn encode(message: &HubMessage, out: &mut Vec<u8>) {
     match message {
@@ -332,6 +367,19 @@ mod tests {
             assert_eq!(out.len(), 2, "split at {split}");
             assert!(buf.is_empty());
         }
+    }
+
+    #[test]
+    fn shallow_reads_route_fields_and_leave_arguments_raw() {
+        let input = b"{\"type\":1,\"target\":\"m\",\"arguments\":[\"a\\\"b\",{\"x\":[1]}]}\x1e{\"type\":6}\x1e";
+        let (m, used) = decode_shallow(input, 1024).unwrap().unwrap();
+        assert_eq!((m.kind, m.target.as_deref()), (Some(1), Some("m")));
+        let args = m.arguments.unwrap();
+        assert_eq!(args[0].get(), "\"a\\\"b\"");
+        assert_eq!(args[1].get(), "{\"x\":[1]}");
+        let (ping, _) = decode_shallow(&input[used..], 1024).unwrap().unwrap();
+        assert_eq!(ping.kind, Some(6));
+        assert!(decode_shallow(b"{\"type\":1", 1024).unwrap().is_none());
     }
 
     #[test]
