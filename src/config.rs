@@ -154,6 +154,7 @@ pub struct ConnectionsConfig {
     pub max_message_bytes: usize,
     pub max_frame_bytes: usize,
     pub outbound_queue_bytes: usize,
+    pub max_groups_per_connection: usize,
 }
 
 impl Default for ConnectionsConfig {
@@ -167,6 +168,7 @@ impl Default for ConnectionsConfig {
             max_message_bytes: 32 * 1024,
             max_frame_bytes: 1024 * 1024,
             outbound_queue_bytes: 1024 * 1024,
+            max_groups_per_connection: 1000,
         }
     }
 }
@@ -425,6 +427,22 @@ impl Config {
                 "connections.max_frame_bytes",
                 "must be at least connections.max_message_bytes",
             ));
+        }
+        if c.max_groups_per_connection == 0 {
+            return Err(invalid(
+                "connections.max_groups_per_connection",
+                "at least 1",
+            ));
+        }
+        for (key, value) in [
+            ("connections.disconnect_timeout_ms", c.disconnect_timeout_ms),
+            ("connections.client_timeout_ms", c.client_timeout_ms),
+            ("connections.handshake_timeout_ms", c.handshake_timeout_ms),
+            ("connections.send_timeout_ms", c.send_timeout_ms),
+        ] {
+            if value > 24 * 3600 * 1000 {
+                return Err(invalid(key, "at most one day"));
+            }
         }
         if c.outbound_queue_bytes < 4096 {
             return Err(invalid("connections.outbound_queue_bytes", "at least 4096"));

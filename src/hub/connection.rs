@@ -146,6 +146,24 @@ struct Outbound {
     bytes: usize,
 }
 
+/// Why a message was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The connection is closing; the message was dropped.
+    Closing,
+    /// The queue would pass its cap: the connection is now closing as a slow consumer.
+    Overflow,
+}
+
+/// What a join did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    Added,
+    Already,
+    /// The connection is in as many groups as it may be.
+    Full,
+}
+
 /// What a successful write drained from the queue.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Drained {
@@ -164,7 +182,9 @@ pub struct Connection {
     outbound: RefCell<Outbound>,
     cap: usize,
     waker: Cell<Option<Waker>>,
-    groups: RefCell<Vec<Arc<str>>>,
+    groups: RefCell<std::collections::HashSet<Arc<str>>>,
+    /// Leaves without a `left` event (the whole hub is being closed).
+    silent: Cell<bool>,
     pub opened_at: Instant,
     last_received: Cell<Instant>,
     last_sent: Cell<Instant>,
@@ -191,7 +211,8 @@ impl Connection {
             outbound: RefCell::new(Outbound::default()),
             cap,
             waker: Cell::new(None),
-            groups: RefCell::new(Vec::new()),
+            groups: RefCell::new(Default::default()),
+            silent: Cell::new(false),
             opened_at: now,
             last_received: Cell::new(now),
             last_sent: Cell::new(now),
@@ -227,31 +248,39 @@ impl Connection {
     }
 
     /// Queues a message for this connection alone (an answer, a ping).
-    pub fn send(&self, message: &Encoded) -> Result<(), CloseReason> {
+    pub fn send(&self, message: &Encoded) -> Result<(), Refused> {
         self.push(self.wire(message), None)
     }
 
     /// Queues wire bytes shared with other recipients; `published` is when the message was
     /// published, for the publish→write latency.
-    pub fn send_wire(&self, bytes: &Wire, published: Option<Instant>) -> Result<(), CloseReason> {
+    pub fn send_wire(&self, bytes: &Wire, published: Option<Instant>) -> Result<(), Refused> {
         self.push(bytes.clone(), published)
     }
 
     /// Queues bytes already in wire form (transport control frames such as pongs).
-    pub fn push_raw(&self, bytes: &[u8]) -> Result<(), CloseReason> {
+    pub fn push_raw(&self, bytes: &[u8]) -> Result<(), Refused> {
         self.push(Rc::from(bytes), None)
     }
 
-    fn push(&self, bytes: Wire, published: Option<Instant>) -> Result<(), CloseReason> {
+    /// Why the connection ends after a refused send.
+    pub fn refusal(&self) -> CloseReason {
+        self.close_reason()
+            .unwrap_or(CloseReason::SlowConsumer { cap: self.cap })
+    }
+
+    /// Queues `bytes`. An empty queue takes any message, however large (a message bigger than
+    /// the cap is not a slow client); otherwise a message that would pass the cap closes the
+    /// connection as a slow consumer.
+    fn push(&self, bytes: Wire, published: Option<Instant>) -> Result<(), Refused> {
         if self.close.borrow().is_some() {
-            return Ok(());
+            return Err(Refused::Closing);
         }
         let mut out = self.outbound.borrow_mut();
-        if out.bytes + bytes.len() > self.cap {
+        if !out.queue.is_empty() && out.bytes + bytes.len() > self.cap {
             drop(out);
-            let reason = CloseReason::SlowConsumer { cap: self.cap };
-            self.request_close(reason.clone());
-            return Err(reason);
+            self.request_close(CloseReason::SlowConsumer { cap: self.cap });
+            return Err(Refused::Overflow);
         }
         let was_empty = out.queue.is_empty();
         out.bytes += bytes.len();
@@ -412,33 +441,37 @@ impl Connection {
         self.stalled_since.get()
     }
 
-    /// Remembers that the connection is in `group` (for clean-up); false if it already was.
-    pub fn add_group(&self, group: &Arc<str>) -> bool {
+    /// Remembers that the connection is in `group` (for clean-up), unless it already is in
+    /// `max` groups.
+    pub fn add_group(&self, group: &Arc<str>, max: usize) -> Joined {
         let mut groups = self.groups.borrow_mut();
-        if groups.iter().any(|g| g == group) {
-            return false;
+        if groups.contains(group) {
+            return Joined::Already;
         }
-        groups.push(group.clone());
-        true
+        if groups.len() >= max {
+            return Joined::Full;
+        }
+        groups.insert(group.clone());
+        Joined::Added
     }
 
     pub fn remove_group(&self, group: &str) -> bool {
-        let mut groups = self.groups.borrow_mut();
-        match groups.iter().position(|g| &**g == group) {
-            Some(i) => {
-                groups.swap_remove(i);
-                true
-            }
-            None => false,
-        }
+        self.groups.borrow_mut().remove(group)
     }
 
     pub fn take_groups(&self) -> Vec<Arc<str>> {
-        std::mem::take(&mut self.groups.borrow_mut())
+        std::mem::take(&mut *self.groups.borrow_mut())
+            .into_iter()
+            .collect()
     }
 
-    pub fn groups(&self) -> Vec<Arc<str>> {
-        self.groups.borrow().clone()
+    /// The connection will leave without a `left` event.
+    pub fn set_silent(&self) {
+        self.silent.set(true);
+    }
+
+    pub fn is_silent(&self) -> bool {
+        self.silent.get()
     }
 }
 
@@ -492,17 +525,22 @@ mod tests {
         assert_eq!(c.with_queued(|s| s[0].to_vec()), b"fgh");
         assert_eq!(c.queued_bytes(), 3);
         // 3 + 8 > 10: the client is a slow consumer; the partly written item is kept.
-        assert_eq!(
-            c.push_raw(b"12345678"),
-            Err(CloseReason::SlowConsumer { cap: 10 })
-        );
+        assert_eq!(c.push_raw(b"12345678"), Err(Refused::Overflow));
         assert_eq!(
             c.close_reason(),
             Some(CloseReason::SlowConsumer { cap: 10 })
         );
         assert_eq!(c.queued_bytes(), 3);
         // Nothing more is queued once closing.
-        c.push_raw(b"x").unwrap();
+        assert_eq!(c.push_raw(b"x"), Err(Refused::Closing));
         assert_eq!(c.queued_bytes(), 3);
+    }
+
+    #[test]
+    fn an_empty_queue_takes_a_message_larger_than_the_cap() {
+        let c = conn(10);
+        c.push_raw(&[0u8; 50]).unwrap();
+        assert_eq!(c.close_reason(), None);
+        assert_eq!(c.push_raw(b"x"), Err(Refused::Overflow));
     }
 }

@@ -160,8 +160,14 @@ async fn invoke(
             }
             match group_name(target, &args[0]) {
                 Ok(group) if action == Action::JoinGroup => {
-                    shard.join(conn, &group);
-                    Completion::Void
+                    if shard.join(conn, &group) {
+                        Completion::Void
+                    } else {
+                        Completion::Error(format!(
+                            "Failed to invoke '{target}': the connection is already in {} groups, the most one may join.",
+                            shard.node.config.connections.max_groups_per_connection
+                        ))
+                    }
                 }
                 Ok(group) => {
                     shard.leave(conn, &group);

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use indexmap::IndexMap;
 
-use super::connection::{Connection, ConnectionId, IdBuildHasher};
+use super::connection::{Connection, ConnectionId, IdBuildHasher, Joined};
 use super::definition::HubId;
 
 pub type Members = IndexMap<ConnectionId, Rc<Connection>, IdBuildHasher>;
@@ -25,8 +25,9 @@ pub enum Target {
     Connection(ConnectionId),
 }
 
-#[derive(Default)]
 pub struct HubIndex {
+    /// Most groups one connection may be in.
+    max_groups: usize,
     all: Members,
     groups: HashMap<Arc<str>, Members>,
     users: HashMap<Arc<str>, Members>,
@@ -35,7 +36,23 @@ pub struct HubIndex {
     user_groups: HashMap<Arc<str>, HashMap<Arc<str>, Instant>>,
 }
 
+impl Default for HubIndex {
+    fn default() -> Self {
+        HubIndex::new(usize::MAX)
+    }
+}
+
 impl HubIndex {
+    pub fn new(max_groups: usize) -> HubIndex {
+        HubIndex {
+            max_groups,
+            all: Members::default(),
+            groups: HashMap::new(),
+            users: HashMap::new(),
+            user_groups: HashMap::new(),
+        }
+    }
+
     /// Adds an opened connection, and puts it in its user's groups.
     pub fn add(&mut self, conn: &Rc<Connection>, now: Instant) {
         self.all.insert(conn.id, conn.clone());
@@ -52,7 +69,7 @@ impl HubIndex {
                 None => Vec::new(),
             };
             for group in groups {
-                self.join(conn, &group);
+                let _ = self.join(conn, &group);
             }
         }
     }
@@ -68,13 +85,15 @@ impl HubIndex {
         }
     }
 
-    pub fn join(&mut self, conn: &Rc<Connection>, group: &Arc<str>) {
-        if conn.add_group(group) {
+    pub fn join(&mut self, conn: &Rc<Connection>, group: &Arc<str>) -> Joined {
+        let joined = conn.add_group(group, self.max_groups);
+        if joined == Joined::Added {
             self.groups
                 .entry(group.clone())
                 .or_default()
                 .insert(conn.id, conn.clone());
         }
+        joined
     }
 
     pub fn leave(&mut self, conn: &Connection, group: &str) {
@@ -155,7 +174,7 @@ impl HubIndex {
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default();
         for conn in conns {
-            self.join(&conn, group);
+            let _ = self.join(&conn, group);
         }
     }
 
@@ -209,9 +228,9 @@ pub struct ShardIndex {
 }
 
 impl ShardIndex {
-    pub fn new(hubs: usize) -> ShardIndex {
+    pub fn new(hubs: usize, max_groups: usize) -> ShardIndex {
         ShardIndex {
-            hubs: (0..hubs).map(|_| HubIndex::default()).collect(),
+            hubs: (0..hubs).map(|_| HubIndex::new(max_groups)).collect(),
         }
     }
 
@@ -259,9 +278,14 @@ mod tests {
         hub.add(&a, now);
         hub.add(&b, now);
         let g: Arc<str> = "room".into();
-        hub.join(&a, &g);
-        hub.join(&b, &g);
-        hub.join(&b, &g);
+        assert_eq!(hub.join(&a, &g), Joined::Added);
+        assert_eq!(hub.join(&b, &g), Joined::Added);
+        assert_eq!(hub.join(&b, &g), Joined::Already);
+        let mut small = HubIndex::new(1);
+        let c = conn(None);
+        small.add(&c, now);
+        assert_eq!(small.join(&c, &"x".into()), Joined::Added);
+        assert_eq!(small.join(&c, &"y".into()), Joined::Full);
         assert_eq!(hub.members(&Target::Group(g.clone())).unwrap().len(), 2);
         assert!(hub.has_user("alice"));
         assert!(hub.user_in_group("alice", "room", now));

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::connection::{Connection, ConnectionId, IdBuildHasher, Phase, TransportKind, Wire};
+use super::connection::{
+    Connection, ConnectionId, IdBuildHasher, Joined, Phase, Refused, TransportKind, Wire,
+};
 use super::index::{ShardIndex, Target};
 use super::node::{Node, Publish, Query, ShardMsg};
 use super::outgoing::{Encoded, Outgoing};
@@ -56,7 +58,7 @@ impl Shard {
             id,
             state: RefCell::new(State {
                 conns: HashMap::default(),
-                index: ShardIndex::new(hubs),
+                index: ShardIndex::new(hubs, node.config.connections.max_groups_per_connection),
             }),
             metrics: ShardMetrics::new(hubs),
             ping: Encoded::message(&HubMessage::Ping, Protocol::Json),
@@ -143,30 +145,23 @@ impl Shard {
         }
     }
 
-    /// The connection is gone: it leaves every index, its id ends (and stays unusable until
-    /// `until`), and the rest of the hub hears that it left.
-    pub async fn detach(
-        self: &Rc<Self>,
-        conn: &Rc<Connection>,
-        reason: &CloseReason,
-        until: Option<Instant>,
-    ) {
+    /// Takes a closing connection out of its hub at once — indexes, count, presence — so
+    /// counts and existence checks stop seeing it while its transport says goodbye.
+    /// Idempotent.
+    pub async fn retire(self: &Rc<Self>, conn: &Rc<Connection>) {
         let was_open = {
             let mut state = self.state.borrow_mut();
-            state.conns.remove(&conn.id);
             let open = state.index.hub(conn.hub).connection(conn.id).is_some();
             state.index.hub_mut(conn.hub).remove(conn);
             open
         };
-        self.node.registry.end(conn.id, until);
-        self.metrics.closed(reason);
         if !was_open {
             return;
         }
         let count = self.node.add_count(conn.hub, -1);
-        // During shutdown every connection leaves: announcing each to all others would be
-        // quadratic, and the clients are told to reconnect anyway.
-        if self.node.is_shutting_down() {
+        // During shutdown, or when the whole hub is closed, every connection leaves:
+        // announcing each to all the others would be quadratic and tell nobody anything.
+        if self.node.is_shutting_down() || conn.is_silent() {
             return;
         }
         if let Some(presence) = &self.node.hubs.get(conn.hub).presence {
@@ -184,6 +179,20 @@ impl Shard {
             })
             .await;
         }
+    }
+
+    /// The connection is gone: it leaves its hub (if [`Shard::retire`] has not done so
+    /// already) and the shard, and its id ends (unusable until `until`).
+    pub async fn detach(
+        self: &Rc<Self>,
+        conn: &Rc<Connection>,
+        reason: &CloseReason,
+        until: Option<Instant>,
+    ) {
+        self.retire(conn).await;
+        self.state.borrow_mut().conns.remove(&conn.id);
+        self.node.registry.end(conn.id, until);
+        self.metrics.closed(reason);
     }
 
     /// Delivers a publish on this shard and hands it to every other shard that may hold a
@@ -255,26 +264,30 @@ impl Shard {
     }
 
     /// Counts a slow consumer cut by a send; returns whether the send queued.
-    fn counted(&self, sent: Result<(), CloseReason>) -> bool {
+    fn counted(&self, sent: Result<(), Refused>) -> bool {
         match sent {
             Ok(()) => true,
-            Err(CloseReason::SlowConsumer { .. }) => {
+            Err(Refused::Overflow) => {
                 self.metrics.slow_consumer();
                 false
             }
-            Err(_) => false,
+            Err(Refused::Closing) => false,
         }
     }
 
-    /// The caller joins `group` (groups are per hub).
-    pub fn join(&self, conn: &Rc<Connection>, group: &Arc<str>) {
-        if conn.phase() == Phase::Open {
-            self.state
-                .borrow_mut()
-                .index
-                .hub_mut(conn.hub)
-                .join(conn, group);
+    /// The caller joins `group` (groups are per hub); false when it is already in as many
+    /// groups as a connection may be.
+    pub fn join(&self, conn: &Rc<Connection>, group: &Arc<str>) -> bool {
+        if conn.phase() != Phase::Open {
+            return true;
         }
+        let joined = self
+            .state
+            .borrow_mut()
+            .index
+            .hub_mut(conn.hub)
+            .join(conn, group);
+        joined != Joined::Full
     }
 
     pub fn leave(&self, conn: &Connection, group: &str) {
@@ -290,8 +303,10 @@ impl Shard {
         match msg {
             ShardMsg::Publish(publish) => self.deliver(&publish),
             ShardMsg::Join { conn, group } => {
-                if let Some(conn) = self.connection(conn) {
-                    self.join(&conn, &group);
+                if let Some(conn) = self.connection(conn)
+                    && !self.join(&conn, &group)
+                {
+                    tracing::warn!(connection = %conn.id, %group, "join refused: the connection is in too many groups");
                 }
             }
             ShardMsg::Leave { conn, group } => {
@@ -356,6 +371,9 @@ impl Shard {
                 };
                 for conn in victims {
                     if conn.hub == hub && !excluded.contains(&conn.id) {
+                        if target == Target::All {
+                            conn.set_silent();
+                        }
                         conn.request_close(reason.clone());
                     }
                 }

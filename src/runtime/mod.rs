@@ -312,11 +312,15 @@ async fn run_shard<A: Acceptor>(node: Arc<Node>, id: usize, acceptor: A) {
 }
 
 async fn drain_shard(shard: &Rc<Shard>, drain: Duration) {
-    shard.close_all(CloseReason::ServerShutdown);
     let deadline = Instant::now() + drain;
-    while (shard.connection_count() > 0 || shard.http_connections() > 0)
-        && Instant::now() < deadline
-    {
+    loop {
+        // Again each turn: a connection whose upgrade was under way may have joined since.
+        shard.close_all(CloseReason::ServerShutdown);
+        if (shard.connection_count() == 0 && shard.http_connections() == 0)
+            || Instant::now() >= deadline
+        {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

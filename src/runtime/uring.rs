@@ -26,8 +26,10 @@ const READ_MAX: usize = 64 * 1024;
 /// A drained write buffer larger than this is freed rather than kept for reuse.
 const SPARE_MAX: usize = 64 * 1024;
 
-/// Bytes accepted but not yet written above which writers are told to wait.
-const HIGH_WATER: usize = 256 * 1024;
+/// Most bytes accepted and not yet written. Writes beyond it are taken in part or told to
+/// wait, so the connection's own byte-capped queue keeps holding the rest (shared with other
+/// recipients, and counted against its cap) instead of this adapter copying it.
+const HIGH_WATER: usize = 64 * 1024;
 
 type Op = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)>>>;
 
@@ -130,14 +132,19 @@ impl UringIo {
         self.check_error()?;
         self.pump(cx);
         self.check_error()?;
-        if self.staging.len() + self.inflight >= HIGH_WATER {
+        let room = HIGH_WATER.saturating_sub(self.staging.len() + self.inflight);
+        if room == 0 {
             // `pump` left the in-flight write's waker registered.
             return Poll::Pending;
         }
         let mut n = 0;
         for b in bufs {
-            self.staging.extend_from_slice(b);
-            n += b.len();
+            let take = b.len().min(room - n);
+            self.staging.extend_from_slice(&b[..take]);
+            n += take;
+            if n == room {
+                break;
+            }
         }
         self.pump(cx);
         Poll::Ready(Ok(n))

@@ -71,7 +71,7 @@ impl ConnectionToken {
 
     /// Decodes and verifies a token at time `now` (seconds since the Unix epoch).
     pub fn decode(text: &str, key: &[u8; 32], now: u64) -> Result<ConnectionToken, TokenError> {
-        if text.len() > 4096 {
+        if text.len() > 16 * 1024 {
             return Err(TokenError::Malformed);
         }
         let raw = URL_SAFE_NO_PAD

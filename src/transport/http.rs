@@ -179,7 +179,8 @@ where
         }
         _ = shutdown => {
             conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+            let drain = Duration::from_millis(shard.node.config.server.shutdown_drain_ms);
+            let _ = tokio::time::timeout(drain, conn).await;
         }
     }
 }
@@ -203,11 +204,16 @@ where
     shard.metrics.http_request();
     let origin = req.headers().get(header::ORIGIN).cloned();
     let head_only = req.method() == Method::HEAD;
-    let preflight = req.method() == Method::OPTIONS;
+    let preflight = (req.method() == Method::OPTIONS).then(|| {
+        req.headers()
+            .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static(""))
+    });
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
     let segs = segments(&path);
-    let result = if preflight {
+    let result = if preflight.is_some() {
         Ok(status(StatusCode::NO_CONTENT))
     } else {
         match segs.as_slice() {
@@ -244,7 +250,7 @@ where
         Ok(response) => response,
         Err(fault) => fault_response(shard, &fault, head_only),
     };
-    cors(shard, origin.as_ref(), preflight, &mut response);
+    cors(shard, origin.as_ref(), preflight.as_ref(), &mut response);
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         shard.metrics.record(
             Latency::Request,
@@ -254,22 +260,29 @@ where
     response
 }
 
-/// CORS for browsers: allowed origins are echoed with credentials allowed, because the
-/// SignalR browser client sends credentials by default.
-fn cors(
-    shard: &Shard,
-    origin: Option<&HeaderValue>,
-    preflight: bool,
-    response: &mut Response<Body>,
-) {
-    let Some(origin) = origin else { return };
+/// Whether browsers from `origin` may call Herald (`server.cors.allowed_origins`).
+pub fn origin_allowed(shard: &Shard, origin: &HeaderValue) -> bool {
     let config = &shard.node.config.server.cors;
-    let allowed = origin.to_str().is_ok_and(|o| {
+    origin.to_str().is_ok_and(|o| {
         config
             .allowed_origins
             .iter()
             .any(|a| a == "*" || a.eq_ignore_ascii_case(o))
-    });
+    })
+}
+
+/// CORS for browsers: allowed origins are echoed with credentials allowed, because the
+/// SignalR browser client sends credentials by default. `preflight` holds the headers an
+/// OPTIONS request asked for.
+fn cors(
+    shard: &Shard,
+    origin: Option<&HeaderValue>,
+    preflight: Option<&HeaderValue>,
+    response: &mut Response<Body>,
+) {
+    let Some(origin) = origin else { return };
+    let config = &shard.node.config.server.cors;
+    let allowed = origin_allowed(shard, origin);
     let headers = response.headers_mut();
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
     if !allowed {
@@ -280,17 +293,21 @@ fn cors(
         header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
         HeaderValue::from_static("true"),
     );
-    if preflight {
+    if let Some(requested) = preflight {
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
             HeaderValue::from_static("GET, POST, PUT, DELETE, HEAD, OPTIONS"),
         );
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
+        // Whatever headers the page asks for (a client configured with custom headers), or
+        // the ones the SignalR clients send.
+        let allow = if requested.is_empty() {
             HeaderValue::from_static(
                 "Authorization, Content-Type, X-Requested-With, X-SignalR-User-Agent, Cache-Control, Pragma",
-            ),
-        );
+            )
+        } else {
+            requested.clone()
+        };
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow);
         if let Ok(age) = HeaderValue::from_str(&config.max_age_secs.to_string()) {
             headers.insert(header::ACCESS_CONTROL_MAX_AGE, age);
         }

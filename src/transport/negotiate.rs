@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::connection_token::ConnectionToken;
-use super::http::{Body, bearer_token, query_param};
+use super::http::{Body, bearer_token};
 use crate::config::HubAuth;
 use crate::fault::HttpFault;
 use crate::hub::definition::HubDef;
@@ -49,7 +49,35 @@ pub fn authenticate_client(
             "a server token cannot open a client connection".into(),
         ));
     }
+    if !principal.audiences.is_empty()
+        && !principal
+            .audiences
+            .iter()
+            .any(|aud| audience_names_hub(aud, &hub.name))
+    {
+        return Err(HttpFault::Unauthorized(format!(
+            "the token's audience (aud) is not hub '{}'",
+            hub.name
+        )));
+    }
     Ok(Some(principal))
+}
+
+/// Whether a client token's audience names `hub`: the Azure form `…/client/?hub=NAME`, or a
+/// URL ending in `/hubs/NAME` (case-insensitive). A token without an audience is good for
+/// every hub.
+pub fn audience_names_hub(aud: &str, hub: &str) -> bool {
+    let (path, query) = aud.split_once('?').unwrap_or((aud, ""));
+    let by_query = form_urlencoded::parse(query.as_bytes())
+        .any(|(k, v)| k.eq_ignore_ascii_case("hub") && v.eq_ignore_ascii_case(hub));
+    let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    let by_path = path
+        .trim_end_matches('/')
+        .to_ascii_lowercase()
+        .ends_with(&format!("/hubs/{}", hub.to_ascii_lowercase()));
+    // A REST audience (`…/api/v1/hubs/NAME`) is a server's, never a client's.
+    let rest = path.contains("/api/");
+    !rest && (by_query || (by_path && last.eq_ignore_ascii_case(hub)))
 }
 
 pub fn negotiate(
@@ -66,7 +94,12 @@ pub fn negotiate(
         .find(hub_name)
         .ok_or_else(|| HttpFault::UnknownHub(hub_name.to_string()))?;
     let query = req.uri().query();
-    let version = match query_param(query, "negotiateVersion") {
+    let requested = query.and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k.eq_ignore_ascii_case("negotiateVersion"))
+            .map(|(_, v)| v.into_owned())
+    });
+    let version = match requested {
         None => 0,
         Some(v) => v
             .parse::<u32>()
@@ -116,4 +149,36 @@ pub fn negotiate(
         http::HeaderValue::from_static("no-cache, no-store"),
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_audiences_name_their_hub() {
+        assert!(audience_names_hub(
+            "https://svc.example/client/?hub=chat",
+            "chat"
+        ));
+        assert!(audience_names_hub(
+            "http://h:5000/client/?hub=Chat&x=1",
+            "chat"
+        ));
+        assert!(audience_names_hub("http://h:5000/hubs/chat", "chat"));
+        assert!(audience_names_hub("http://h:5000/hubs/chat/", "CHAT"));
+        assert!(!audience_names_hub(
+            "https://svc.example/client/?hub=other",
+            "chat"
+        ));
+        assert!(!audience_names_hub(
+            "http://h:5000/api/hubs/chat/:send",
+            "chat"
+        ));
+        assert!(!audience_names_hub("http://h:5000/hubs/chatroom", "chat"));
+        assert!(!audience_names_hub(
+            "http://h:5000/api/v1/hubs/chat",
+            "chat"
+        ));
+    }
 }

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use crate::fault::CloseReason;
 use crate::hub::dispatch::dispatch;
 use crate::hub::{Connection, Encoded, Shard};
-use crate::protocol::{Protocol, handshake, json};
+use crate::protocol::{Protocol, ProtocolError, RECORD_SEPARATOR, handshake, json};
 
 pub struct Session {
     shard: Rc<Shard>,
@@ -33,6 +33,20 @@ impl Session {
     /// Feeds bytes from the client. An `Err` means the connection must close for that reason
     /// (a failed handshake has already queued its error answer).
     pub async fn receive(&mut self, bytes: &[u8]) -> Result<(), CloseReason> {
+        let limit = self.shard.node.config.connections.max_message_bytes;
+        // Nothing completes before a separator arrives: bytes of an unfinished message are
+        // appended without parsing again what was already seen.
+        if !self.pending.is_empty() && !bytes.contains(&RECORD_SEPARATOR) {
+            self.pending.extend_from_slice(bytes);
+            if self.pending.len() > limit {
+                return Err(if self.handshaken {
+                    CloseReason::Protocol(ProtocolError::TooLarge { limit })
+                } else {
+                    self.refuse(handshake::HandshakeError::TooLarge(limit))
+                });
+            }
+            return Ok(());
+        }
         let mut owned = Vec::new();
         let mut buf: &[u8] = if self.pending.is_empty() {
             bytes
@@ -41,7 +55,6 @@ impl Session {
             owned.extend_from_slice(bytes);
             &owned
         };
-        let limit = self.shard.node.config.connections.max_message_bytes;
         if !self.handshaken {
             let request = match handshake::decode_request(buf, limit) {
                 Ok(Some(request)) => request,
@@ -57,7 +70,7 @@ impl Session {
                 Err(e) => return Err(self.refuse(e)),
             };
             let answer = Encoded::raw(&handshake::encode_response(None), protocol);
-            self.conn.send(&answer)?;
+            self.conn.send(&answer).map_err(|_| self.conn.refusal())?;
             self.handshaken = true;
             self.shard.open(&self.conn, protocol).await;
             buf = &buf[used..];

@@ -119,6 +119,32 @@ async fn client_tokens(io: &'static str) {
     };
     assert_eq!(response.status(), 404);
 
+    // A token whose audience names another hub (or the REST API) does not open this one.
+    for aud in ["http://h/client/?hub=chat", "http://h/api/v1/hubs/secure"] {
+        let t = sign(
+            json!({"exp": now() + 60, "nameid": "x", "aud": aud}),
+            DEVELOPMENT_ACCESS_KEY,
+        );
+        let res = post(
+            server.addr,
+            "/hubs/secure/negotiate?negotiateVersion=1",
+            &[("Authorization", &bearer(&t))],
+        )
+        .await;
+        assert_eq!(res.status, 401, "{aud}: {}", res.text());
+    }
+    let t = sign(
+        json!({"exp": now() + 60, "nameid": "x", "aud": "http://h/client/?hub=secure"}),
+        DEVELOPMENT_ACCESS_KEY,
+    );
+    let res = post(
+        server.addr,
+        "/hubs/secure/negotiate?negotiateVersion=1",
+        &[("Authorization", &bearer(&t))],
+    )
+    .await;
+    assert_eq!(res.status, 200);
+
     // A server token is not a client token.
     let res = post(
         server.addr,

@@ -101,3 +101,49 @@ async fn keep_alive_and_timeouts(io: &'static str) {
     .await;
 }
 both_backends!(keep_alive_and_timeouts);
+
+/// A message bigger than the outbound cap still reaches a client whose queue is empty (it is
+/// not a slow client); the group limit answers with an error instead of growing without end.
+async fn large_messages_and_group_limit(io: &'static str) {
+    let server = Server::builder(io)
+        .config("[connections]\noutbound_queue_bytes = 65536\nmax_groups_per_connection = 3\n")
+        .start();
+    let mut a = Client::connect(&server).await;
+    let big = "y".repeat(100_000);
+    let res = rest(
+        &server,
+        "POST",
+        "/api/hubs/chat/:send",
+        Some(json!({"target": "big", "arguments": [big]})),
+    )
+    .await;
+    assert_eq!(res.status, 202);
+    assert_eq!(
+        a.expect_invocation("big").await[0].as_str().unwrap().len(),
+        100_000
+    );
+    assert_eq!(
+        metric(&server, "herald_slow_consumer_closes_total").await,
+        0.0
+    );
+    for g in ["g1", "g2", "g3"] {
+        assert_eq!(
+            a.invoke("JoinGroup", json!([g])).await["error"],
+            serde_json::Value::Null
+        );
+    }
+    let err = a.invoke("JoinGroup", json!(["g4"])).await;
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains("already in 3 groups"),
+        "{err}"
+    );
+    // Joining a group it is in already is fine.
+    assert_eq!(
+        a.invoke("JoinGroup", json!(["g1"])).await["error"],
+        serde_json::Value::Null
+    );
+}
+both_backends!(large_messages_and_group_limit);

@@ -500,7 +500,7 @@ async fn cors_for_browsers(io: &'static str) {
             ("Access-Control-Request-Method", "POST"),
             (
                 "Access-Control-Request-Headers",
-                "x-requested-with, x-signalr-user-agent, authorization",
+                "x-requested-with, x-signalr-user-agent, authorization, x-custom",
             ),
         ],
         b"",
@@ -513,7 +513,12 @@ async fn cors_for_browsers(io: &'static str) {
         .header("access-control-allow-headers")
         .unwrap()
         .to_ascii_lowercase();
-    for h in ["x-requested-with", "x-signalr-user-agent", "authorization"] {
+    for h in [
+        "x-requested-with",
+        "x-signalr-user-agent",
+        "authorization",
+        "x-custom",
+    ] {
         assert!(allowed.contains(h), "{allowed}");
     }
     let res = http(

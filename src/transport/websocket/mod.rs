@@ -136,6 +136,15 @@ where
     if node.is_shutting_down() {
         return Err(HttpFault::ShuttingDown);
     }
+    // Browsers do not apply CORS to WebSockets; a page from a disallowed origin must not be
+    // able to open one with the user's credentials.
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && !super::http::origin_allowed(shard, origin)
+    {
+        return Err(HttpFault::Forbidden(
+            "this origin may not open connections".into(),
+        ));
+    }
     let principal = authenticate_client(node, hub, headers, query.as_deref())?;
 
     let accepted = match id_param {
@@ -216,6 +225,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         limits.outbound_queue_bytes,
     ));
     shard.attach(conn.clone());
+    // Shutdown may have begun between the upgrade request and now.
+    if shard.node.is_shutting_down() {
+        conn.request_close(CloseReason::ServerShutdown);
+    }
     let mut session = Session::new(shard.clone(), conn.clone());
     let mut decoder = Decoder::new(limits.max_frame_bytes);
     let mut events = Vec::new();
@@ -249,7 +262,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 // handled, while this loop's state lives as long as the (mostly idle)
                 // connection.
                 Event::Message { payload, .. } => Box::pin(session.receive(&payload)).await,
-                Event::Ping(payload) => conn.push_raw(&frame::encode(OpCode::Pong, &payload)),
+                Event::Ping(payload) => conn
+                    .push_raw(&frame::encode(OpCode::Pong, &payload))
+                    .map_err(|_| conn.refusal()),
                 Event::Pong => Ok(()),
                 Event::Close { .. } => Err(CloseReason::ClientClosed),
             };
