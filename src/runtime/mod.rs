@@ -48,14 +48,25 @@ impl Backend {
                 Ok(()) => Ok(Backend::Uring),
                 Err(e) => bail!("--io uring was requested but io_uring is unavailable: {e}"),
             },
-            IoMode::Auto => match probe_uring() {
-                Ok(()) => {
+            IoMode::Auto => match (AUTO_PREFERS, probe_uring()) {
+                (Backend::Uring, Ok(())) => {
                     tracing::info!("io_uring is available; using it (io=auto)");
                     Ok(Backend::Uring)
                 }
-                Err(e) => {
+                (Backend::Uring, Err(e)) => {
                     tracing::info!(
                         "io_uring is unavailable ({e}); falling back to epoll (io=auto)"
+                    );
+                    Ok(Backend::Epoll)
+                }
+                (Backend::Epoll, probe) => {
+                    let uring = match probe {
+                        Ok(()) => "available".to_string(),
+                        Err(e) => format!("unavailable: {e}"),
+                    };
+                    tracing::info!(
+                        "io=auto: using epoll, measured faster than io_uring here \
+                         (bench/RESULTS.md); io_uring is {uring} (--io uring to use it)"
                     );
                     Ok(Backend::Epoll)
                 }
@@ -63,6 +74,12 @@ impl Backend {
         }
     }
 }
+
+/// What `--io auto` picks when io_uring is available: the backend the load test measured
+/// faster on the machines Herald is developed on (bench/RESULTS.md, "io_uring or epoll"):
+/// epoll delivered more at saturation with lower latency and used less memory per
+/// connection, while the two tied at low rates.
+const AUTO_PREFERS: Backend = Backend::Epoll;
 
 /// Builds (and drops) an io_uring runtime. `tokio_uring::start` would panic where io_uring is
 /// refused, so the fallible constructor is used.
