@@ -16,6 +16,8 @@ mod cli;
 mod compat;
 #[path = "integration/limits.rs"]
 mod limits;
+#[path = "integration/msgpack.rs"]
+mod msgpack;
 #[path = "integration/rest.rs"]
 mod rest;
 #[path = "integration/shutdown.rs"]

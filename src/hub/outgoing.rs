@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 
-use crate::protocol::{HubMessage, Protocol, Value, json};
+use crate::protocol::{HubMessage, Protocol, Value};
 use crate::transport::websocket::frame::{self, OpCode};
 
 /// One message in wire form: a server WebSocket frame; the payload follows `header_len` bytes.
@@ -19,8 +19,10 @@ pub struct Encoded {
 
 impl Encoded {
     fn from_payload_buffer(buf: Vec<u8>, protocol: Protocol) -> Encoded {
-        let opcode = match protocol {
-            Protocol::Json => OpCode::Text,
+        let opcode = if protocol.is_binary() {
+            OpCode::Binary
+        } else {
+            OpCode::Text
         };
         let (frame, header_len) = frame::finish(buf, opcode);
         Encoded {
@@ -32,9 +34,7 @@ impl Encoded {
     /// Encodes any hub message.
     pub fn message(message: &HubMessage, protocol: Protocol) -> Encoded {
         let mut buf = frame::payload_buffer(64);
-        match protocol {
-            Protocol::Json => json::encode(message, &mut buf),
-        }
+        protocol.encode(message, &mut buf);
         Encoded::from_payload_buffer(buf, protocol)
     }
 
@@ -62,7 +62,7 @@ impl Encoded {
 pub struct Outgoing {
     target: std::sync::Arc<str>,
     arguments: Vec<Value>,
-    json: OnceLock<Encoded>,
+    encoded: [OnceLock<Encoded>; Protocol::COUNT],
 }
 
 impl Outgoing {
@@ -70,7 +70,7 @@ impl Outgoing {
         Outgoing {
             target,
             arguments,
-            json: OnceLock::new(),
+            encoded: Default::default(),
         }
     }
 
@@ -83,19 +83,40 @@ impl Outgoing {
     }
 
     pub fn encoded(&self, protocol: Protocol) -> &Encoded {
-        match protocol {
-            Protocol::Json => self.json.get_or_init(|| {
-                let mut buf = frame::payload_buffer(64 + self.target.len());
-                json::encode_send(&self.target, &self.arguments, &mut buf);
-                Encoded::from_payload_buffer(buf, Protocol::Json)
-            }),
-        }
+        self.encoded[protocol.index()].get_or_init(|| {
+            let mut buf = frame::payload_buffer(64 + self.target.len());
+            protocol.encode_send(&self.target, &self.arguments, &mut buf);
+            Encoded::from_payload_buffer(buf, protocol)
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_protocol_is_encoded_once_in_its_own_frame() {
+        let out = Outgoing::new("m".into(), vec![Value::Bin(vec![1, 2])]);
+        let json = out.encoded(Protocol::Json);
+        let mp = out.encoded(Protocol::MessagePack);
+        assert_eq!(json.frame()[0], 0x81, "text frame");
+        assert_eq!(mp.frame()[0], 0x82, "binary frame");
+        assert_eq!(
+            &json.payload()[..],
+            b"{\"type\":1,\"target\":\"m\",\"arguments\":[\"AQI=\"]}\x1e"
+        );
+        let (back, _) = crate::protocol::msgpack::decode(&mp.payload(), 1024)
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(back, HubMessage::Invocation { arguments, .. } if arguments == vec![Value::Bin(vec![1, 2])])
+        );
+        assert_eq!(
+            mp.frame().as_ptr(),
+            out.encoded(Protocol::MessagePack).frame().as_ptr()
+        );
+    }
 
     #[test]
     fn one_encoding_serves_frame_and_payload() {

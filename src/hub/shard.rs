@@ -41,7 +41,8 @@ pub struct Shard {
     pub node: Arc<Node>,
     state: RefCell<State>,
     pub metrics: ShardMetrics,
-    ping: Encoded,
+    /// The keep-alive Ping, per protocol.
+    ping: [Encoded; Protocol::COUNT],
     scratch: RefCell<Box<[u8]>>,
     http_connections: std::cell::Cell<usize>,
     /// The time as of the last timer tick: precise enough for keep-alive and timeouts, and
@@ -61,7 +62,7 @@ impl Shard {
                 index: ShardIndex::new(hubs, node.config.connections.max_groups_per_connection),
             }),
             metrics: ShardMetrics::new(hubs),
-            ping: Encoded::message(&HubMessage::Ping, Protocol::Json),
+            ping: Protocol::ALL.map(|p| Encoded::message(&HubMessage::Ping, p)),
             scratch: RefCell::new(vec![0u8; SCRATCH_BYTES].into_boxed_slice()),
             http_connections: std::cell::Cell::new(0),
             clock: std::cell::Cell::new(Instant::now()),
@@ -551,7 +552,7 @@ impl Shard {
                         conn.request_close(CloseReason::ClientTimeout);
                     }
                     Phase::Open if now - conn.last_sent() >= keep_alive && !conn.has_queued() => {
-                        self.send_to(&conn, &self.ping);
+                        self.send_to(&conn, &self.ping[conn.protocol().index()]);
                     }
                     _ => {}
                 }

@@ -65,6 +65,7 @@ impl HandshakeRequest {
     pub fn select(&self) -> Result<Protocol, HandshakeError> {
         let protocol = match self.protocol.as_str() {
             "json" => Protocol::Json,
+            "messagepack" => Protocol::MessagePack,
             other => return Err(HandshakeError::UnsupportedProtocol(other.to_string())),
         };
         if self.version > protocol.max_version() {

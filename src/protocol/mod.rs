@@ -6,6 +6,7 @@
 pub mod handshake;
 pub mod json;
 pub mod message;
+pub mod msgpack;
 pub mod value;
 
 pub use message::{Completion, HubMessage};
@@ -18,22 +19,60 @@ pub const RECORD_SEPARATOR: u8 = 0x1e;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Json,
+    MessagePack,
 }
 
 impl Protocol {
     /// How many protocols there are, for per-protocol tables.
-    pub const COUNT: usize = 1;
+    pub const COUNT: usize = 2;
+
+    pub const ALL: [Protocol; 2] = [Protocol::Json, Protocol::MessagePack];
 
     /// This protocol's slot in per-protocol tables.
     pub fn index(self) -> usize {
         match self {
             Protocol::Json => 0,
+            Protocol::MessagePack => 1,
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Json => "json",
+            Protocol::MessagePack => "messagepack",
+        }
+    }
+
+    /// Whether the protocol needs a transport that carries binary.
+    pub fn is_binary(self) -> bool {
+        self == Protocol::MessagePack
+    }
+
+    /// Decodes the first message in `buf` (see [`json::decode`], [`msgpack::decode`]).
+    pub fn decode(
+        self,
+        buf: &[u8],
+        limit: usize,
+    ) -> Result<Option<(HubMessage, usize)>, ProtocolError> {
+        match self {
+            Protocol::Json => json::decode(buf, limit),
+            Protocol::MessagePack => msgpack::decode(buf, limit),
+        }
+    }
+
+    /// Appends `message` in this protocol's framing.
+    pub fn encode(self, message: &HubMessage, out: &mut Vec<u8>) {
+        match self {
+            Protocol::Json => json::encode(message, out),
+            Protocol::MessagePack => msgpack::encode(message, out),
+        }
+    }
+
+    /// Appends a non-blocking invocation of `target(arguments…)`.
+    pub fn encode_send(self, target: &str, arguments: &[Value], out: &mut Vec<u8>) {
+        match self {
+            Protocol::Json => json::encode_send(target, arguments, out),
+            Protocol::MessagePack => msgpack::encode_send(target, arguments, out),
         }
     }
 
@@ -55,6 +94,8 @@ pub enum ProtocolError {
     Missing(&'static str),
     #[error("Expected '{0}' to be of type {1}.")]
     WrongType(&'static str, &'static str),
+    #[error("Invalid MessagePack: {0}.")]
+    MessagePack(String),
     #[error("Unknown message type '{0}'.")]
     UnknownType(i64),
     #[error("The '{0}' property must not appear with '{1}'.")]

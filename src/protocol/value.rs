@@ -25,6 +25,9 @@ pub enum Value {
     Array(Vec<Value>),
     /// Key order is kept as received.
     Map(Vec<(String, Value)>),
+    /// A MessagePack extension (type, data): carried unchanged between MessagePack clients;
+    /// JSON receivers get a timestamp (type −1) as an RFC 3339 string, anything else as base64.
+    Ext(i8, Vec<u8>),
 }
 
 impl Value {
@@ -46,6 +49,7 @@ impl Value {
             Value::Bin(_) => "binary",
             Value::Array(_) => "array",
             Value::Map(_) => "object",
+            Value::Ext(..) => "extension",
         }
     }
 }
@@ -100,6 +104,11 @@ impl Serialize for Value {
                 }
                 map.end()
             }
+            Value::Ext(-1, data) => match timestamp(data) {
+                Some(text) => s.serialize_str(&text),
+                None => s.serialize_str(&STANDARD.encode(data)),
+            },
+            Value::Ext(_, data) => s.serialize_str(&STANDARD.encode(data)),
         }
     }
 }
@@ -168,6 +177,40 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 }
 
+/// The MessagePack timestamp extension (32, 64 or 96 bits) as an RFC 3339 UTC string.
+fn timestamp(data: &[u8]) -> Option<String> {
+    let (secs, nanos): (i64, u32) = match data.len() {
+        4 => (u32::from_be_bytes(data.try_into().ok()?) as i64, 0),
+        8 => {
+            let v = u64::from_be_bytes(data.try_into().ok()?);
+            ((v & 0x3_ffff_ffff) as i64, (v >> 34) as u32)
+        }
+        12 => (
+            i64::from_be_bytes(data[4..12].try_into().ok()?),
+            u32::from_be_bytes(data[..4].try_into().ok()?),
+        ),
+        _ => return None,
+    };
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, sec) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    Some(if nanos == 0 {
+        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{sec:02}Z")
+    } else {
+        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{sec:02}.{nanos:09}Z")
+    })
+}
+
 /// Deserializes a field that is present, even as `null`, into `Some`: a Completion's
 /// `"result": null` is a result, while a missing `result` means a void completion.
 pub(crate) fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
@@ -186,6 +229,22 @@ mod tests {
         let Value::Array(items) = &v else { panic!() };
         assert_eq!(items[2], Value::Int(-5));
         assert_eq!(items[3], Value::UInt(u64::MAX));
+    }
+
+    #[test]
+    fn timestamps_become_rfc3339() {
+        let t = |data: &[u8]| serde_json::to_string(&Value::Ext(-1, data.to_vec())).unwrap();
+        assert_eq!(t(&0u32.to_be_bytes()), "\"1970-01-01T00:00:00Z\"");
+        assert_eq!(
+            t(&1_700_000_000u32.to_be_bytes()),
+            "\"2023-11-14T22:13:20Z\""
+        );
+        let v = (5u64 << 34) | 86_400;
+        assert_eq!(t(&v.to_be_bytes()), "\"1970-01-02T00:00:00.000000005Z\"");
+        assert_eq!(
+            serde_json::to_string(&Value::Ext(3, vec![1])).unwrap(),
+            "\"AQ==\""
+        );
     }
 
     #[test]

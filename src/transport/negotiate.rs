@@ -125,7 +125,7 @@ pub fn negotiate(
     }
     .encode(&node.keys.connection);
     let transports = json!([
-        {"transport": "WebSockets", "transferFormats": ["Text"]},
+        {"transport": "WebSockets", "transferFormats": ["Text", "Binary"]},
     ]);
     // Version 0 has no separate token: the client sends `connectionId` back as `id`. Herald
     // still keeps the public id apart (hub members see the short id, never the secret token).

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use crate::fault::CloseReason;
 use crate::hub::dispatch::dispatch;
 use crate::hub::{Connection, Encoded, Shard};
-use crate::protocol::{Protocol, ProtocolError, RECORD_SEPARATOR, handshake, json};
+use crate::protocol::{Protocol, ProtocolError, RECORD_SEPARATOR, handshake};
 
 pub struct Session {
     shard: Rc<Shard>,
@@ -34,9 +34,9 @@ impl Session {
     /// (a failed handshake has already queued its error answer).
     pub async fn receive(&mut self, bytes: &[u8]) -> Result<(), CloseReason> {
         let limit = self.shard.node.config.connections.max_message_bytes;
-        // Nothing completes before a separator arrives: bytes of an unfinished message are
-        // appended without parsing again what was already seen.
-        if !self.pending.is_empty() && !bytes.contains(&RECORD_SEPARATOR) {
+        // Bytes that cannot complete the unfinished message are appended without parsing
+        // again what was already seen.
+        if !self.pending.is_empty() && !self.completes(bytes) {
             self.pending.extend_from_slice(bytes);
             if self.pending.len() > limit {
                 return Err(if self.handshaken {
@@ -75,8 +75,9 @@ impl Session {
             self.shard.open(&self.conn, protocol).await;
             buf = &buf[used..];
         }
+        let protocol = self.conn.protocol();
         loop {
-            match json::decode(buf, limit) {
+            match protocol.decode(buf, limit) {
                 Ok(Some((message, used))) => {
                     dispatch(&self.shard, &self.conn, message).await?;
                     buf = &buf[used..];
@@ -88,6 +89,24 @@ impl Session {
         self.keep(buf);
         drop(owned);
         Ok(())
+    }
+
+    /// Whether `more` may complete the message waiting in `pending`: text messages end at a
+    /// separator; a MessagePack message's length prefix says how many bytes it needs.
+    fn completes(&self, more: &[u8]) -> bool {
+        if !self.handshaken || self.conn.protocol() == Protocol::Json {
+            return more.contains(&RECORD_SEPARATOR);
+        }
+        let mut prefix = 0usize;
+        let mut len = 0usize;
+        for (i, b) in self.pending.iter().take(5).enumerate() {
+            len |= usize::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                prefix = i + 1;
+                break;
+            }
+        }
+        prefix == 0 || self.pending.len() + more.len() >= prefix + len
     }
 
     fn keep(&mut self, rest: &[u8]) {

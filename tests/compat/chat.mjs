@@ -1,15 +1,16 @@
 // The chat scenario with the official SignalR JavaScript client (@microsoft/signalr), over
 // WebSockets and the JSON hub protocol, against a running Herald.
 //
-// Usage: node chat.mjs BASE_URL ALICE_TOKEN CAROL_TOKEN
+// Usage: node chat.mjs BASE_URL ALICE_TOKEN CAROL_TOKEN [json|msgpack]
 // Exits 0 when every step behaved as expected, 1 with the failing step otherwise.
 
 import * as signalR from "@microsoft/signalr";
+import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
 import assert from "node:assert/strict";
 
-const [base, aliceToken, carolToken] = process.argv.slice(2);
+const [base, aliceToken, carolToken, protocol = "json"] = process.argv.slice(2);
 if (!base || !aliceToken || !carolToken) {
-  console.error("usage: node chat.mjs BASE_URL ALICE_TOKEN CAROL_TOKEN");
+  console.error("usage: node chat.mjs BASE_URL ALICE_TOKEN CAROL_TOKEN [json|msgpack]");
   process.exit(2);
 }
 
@@ -26,10 +27,11 @@ class Client {
       transport: signalR.HttpTransportType.WebSockets,
       ...(token ? { accessTokenFactory: () => token } : {}),
     };
-    this.connection = new signalR.HubConnectionBuilder()
+    let builder = new signalR.HubConnectionBuilder()
       .withUrl(`${base}/hubs/chat`, options)
-      .configureLogging(signalR.LogLevel.Warning)
-      .build();
+      .configureLogging(signalR.LogLevel.Warning);
+    if (protocol === "msgpack") builder = builder.withHubProtocol(new MessagePackHubProtocol());
+    this.connection = builder.build();
     for (const method of HANDLED) {
       this.connection.on(method, (...args) => {
         this.queues.get(method).push(args);
@@ -141,6 +143,11 @@ await step("SendToUser reaches the user with the sender's id", async () => {
 await step("Echo and GetCount complete with results", async () => {
   const value = { text: "é ✓", n: [1, 2.5, -3], ok: true, none: null };
   assert.deepEqual(await alice.connection.invoke("Echo", value), value);
+  if (protocol === "msgpack") {
+    // Binary survives a MessagePack round trip.
+    const bytes = new Uint8Array([0, 1, 2, 255]);
+    assert.deepEqual(Array.from(await alice.connection.invoke("Echo", bytes)), [0, 1, 2, 255]);
+  }
   assert.equal(await bob.connection.invoke("GetCount"), 3);
 });
 

@@ -39,6 +39,16 @@ fn run(mut cmd: Command, what: &str) {
 }
 
 async fn javascript_client(io: &'static str) {
+    javascript(io, "json").await
+}
+both_backends!(javascript_client);
+
+async fn javascript_client_messagepack(io: &'static str) {
+    javascript(io, "msgpack").await
+}
+both_backends!(javascript_client_messagepack);
+
+async fn javascript(io: &'static str, protocol: &'static str) {
     let dir = compat_dir();
     assert!(
         dir.join("node_modules/@microsoft/signalr").exists(),
@@ -49,13 +59,13 @@ async fn javascript_client(io: &'static str) {
     cmd.arg(dir.join("chat.mjs"))
         .arg(server.url(""))
         .arg(token(&["--user", "alice"]))
-        .arg(token(&["--user", "carol"]));
+        .arg(token(&["--user", "carol"]))
+        .arg(protocol);
     tokio::task::spawn_blocking(move || run(cmd, "@microsoft/signalr chat scenario"))
         .await
         .unwrap();
     drop(server);
 }
-both_backends!(javascript_client);
 
 async fn python_client(io: &'static str) {
     let dir = compat_dir();
