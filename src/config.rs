@@ -155,6 +155,7 @@ pub struct ConnectionsConfig {
     pub max_frame_bytes: usize,
     pub outbound_queue_bytes: usize,
     pub max_groups_per_connection: usize,
+    pub long_poll_timeout_ms: u64,
 }
 
 impl Default for ConnectionsConfig {
@@ -169,6 +170,7 @@ impl Default for ConnectionsConfig {
             max_frame_bytes: 1024 * 1024,
             outbound_queue_bytes: 1024 * 1024,
             max_groups_per_connection: 1000,
+            long_poll_timeout_ms: 90_000,
         }
     }
 }
@@ -210,6 +212,7 @@ pub struct HubConfig {
     pub presence: bool,
     pub joined_method: String,
     pub left_method: String,
+    pub transports: Vec<String>,
     pub methods: BTreeMap<String, MethodConfig>,
 }
 
@@ -220,6 +223,11 @@ impl Default for HubConfig {
             presence: true,
             joined_method: "joined".into(),
             left_method: "left".into(),
+            transports: vec![
+                "WebSockets".into(),
+                "ServerSentEvents".into(),
+                "LongPolling".into(),
+            ],
             methods: BTreeMap::new(),
         }
     }
@@ -428,6 +436,12 @@ impl Config {
                 "must be at least connections.max_message_bytes",
             ));
         }
+        if !(10..100_000).contains(&c.long_poll_timeout_ms) {
+            return Err(invalid(
+                "connections.long_poll_timeout_ms",
+                "between 10 ms and 99,999 ms (the SignalR clients give up on a poll after 100 s)",
+            ));
+        }
         if c.max_groups_per_connection == 0 {
             return Err(invalid(
                 "connections.max_groups_per_connection",
@@ -476,6 +490,20 @@ impl Config {
                     format!("{key}.joined_method"),
                     "presence needs both joined_method and left_method",
                 ));
+            }
+            if hub.transports.is_empty() {
+                return Err(invalid(
+                    format!("{key}.transports"),
+                    "enable at least one transport",
+                ));
+            }
+            for t in &hub.transports {
+                if !["WebSockets", "ServerSentEvents", "LongPolling"].contains(&t.as_str()) {
+                    return Err(invalid(
+                        format!("{key}.transports"),
+                        format!("`{t}` is not one of WebSockets, ServerSentEvents, LongPolling"),
+                    ));
+                }
             }
             let mut methods = std::collections::HashSet::new();
             for (method, def) in &hub.methods {

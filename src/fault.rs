@@ -27,10 +27,10 @@ pub enum HttpFault {
     ConnectionActive,
     #[error("POST requests are not allowed for WebSocket connections.")]
     PostOnWebSocket,
-    #[error(
-        "This hub serves only the WebSockets transport; open the URL with a WebSocket upgrade."
-    )]
-    TransportNotSupported,
+    #[error("The {0} transport is not enabled for this hub.")]
+    TransportNotSupported(&'static str),
+    #[error("Cannot change transports mid-connection.")]
+    TransportChanged,
     #[error("Bad WebSocket upgrade request: {0}.")]
     BadUpgrade(&'static str),
     #[error("Only WebSocket version 13 is supported.")]
@@ -51,7 +51,7 @@ pub enum HttpFault {
 
 impl HttpFault {
     /// Every stable code, in the order of [`HttpFault::index`].
-    pub const CODES: [&'static str; 16] = [
+    pub const CODES: [&'static str; 17] = [
         "not_found",
         "hub_not_found",
         "method_not_allowed",
@@ -68,6 +68,7 @@ impl HttpFault {
         "invalid_body",
         "invalid_parameter",
         "shutting_down",
+        "transport_changed",
     ];
 
     pub fn index(&self) -> usize {
@@ -79,7 +80,7 @@ impl HttpFault {
             HttpFault::ConnectionNotFound => 4,
             HttpFault::ConnectionActive => 5,
             HttpFault::PostOnWebSocket => 6,
-            HttpFault::TransportNotSupported => 7,
+            HttpFault::TransportNotSupported(_) => 7,
             HttpFault::BadUpgrade(_) => 8,
             HttpFault::WebSocketVersion => 9,
             HttpFault::Unauthorized(_) => 10,
@@ -88,6 +89,7 @@ impl HttpFault {
             HttpFault::InvalidBody(_) => 13,
             HttpFault::InvalidParameter(..) => 14,
             HttpFault::ShuttingDown => 15,
+            HttpFault::TransportChanged => 16,
         }
     }
 
@@ -110,7 +112,8 @@ impl HttpFault {
             HttpFault::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HttpFault::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             HttpFault::ConnectionIdRequired
-            | HttpFault::TransportNotSupported
+            | HttpFault::TransportNotSupported(_)
+            | HttpFault::TransportChanged
             | HttpFault::BadUpgrade(_)
             | HttpFault::InvalidBody(_)
             | HttpFault::InvalidParameter(..) => StatusCode::BAD_REQUEST,

@@ -18,6 +18,8 @@ mod compat;
 mod limits;
 #[path = "integration/msgpack.rs"]
 mod msgpack;
+#[path = "integration/polling.rs"]
+mod polling;
 #[path = "integration/rest.rs"]
 mod rest;
 #[path = "integration/shutdown.rs"]

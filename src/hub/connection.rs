@@ -102,15 +102,49 @@ pub type IdBuildHasher = BuildHasherDefault<IdHasher>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TransportKind {
     WebSockets,
+    ServerSentEvents,
+    LongPolling,
 }
 
 impl TransportKind {
-    pub const ALL: [TransportKind; 1] = [TransportKind::WebSockets];
+    pub const ALL: [TransportKind; 3] = [
+        TransportKind::WebSockets,
+        TransportKind::ServerSentEvents,
+        TransportKind::LongPolling,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             TransportKind::WebSockets => "websockets",
+            TransportKind::ServerSentEvents => "serversentevents",
+            TransportKind::LongPolling => "longpolling",
         }
+    }
+
+    /// The name SignalR clients use in negotiate.
+    pub fn signalr_name(self) -> &'static str {
+        match self {
+            TransportKind::WebSockets => "WebSockets",
+            TransportKind::ServerSentEvents => "ServerSentEvents",
+            TransportKind::LongPolling => "LongPolling",
+        }
+    }
+
+    pub fn from_signalr_name(name: &str) -> Option<TransportKind> {
+        TransportKind::ALL
+            .into_iter()
+            .find(|t| t.signalr_name() == name)
+    }
+
+    /// Whether the transport carries binary (MessagePack); Server-Sent Events does not.
+    pub fn carries_binary(self) -> bool {
+        self != TransportKind::ServerSentEvents
+    }
+
+    /// Long polling keeps itself alive: no pings, and the poll timeout replaces the client
+    /// timeout.
+    pub fn inherent_keep_alive(self) -> bool {
+        self == TransportKind::LongPolling
     }
 }
 
@@ -185,6 +219,8 @@ pub struct Connection {
     groups: RefCell<std::collections::HashSet<Arc<str>>>,
     /// Leaves without a `left` event (the whole hub is being closed).
     silent: Cell<bool>,
+    /// The handshake succeeded at some point (the phase says Closing once closing).
+    opened: Cell<bool>,
     pub opened_at: Instant,
     last_received: Cell<Instant>,
     last_sent: Cell<Instant>,
@@ -213,6 +249,7 @@ impl Connection {
             waker: Cell::new(None),
             groups: RefCell::new(Default::default()),
             silent: Cell::new(false),
+            opened: Cell::new(false),
             opened_at: now,
             last_received: Cell::new(now),
             last_sent: Cell::new(now),
@@ -231,20 +268,53 @@ impl Connection {
     /// The handshake succeeded: the connection speaks `protocol` and joins the hub.
     pub fn open(&self, protocol: Protocol) {
         self.protocol.set(protocol);
+        self.opened.set(true);
         if self.phase.get() == Phase::Handshaking {
             self.phase.set(Phase::Open);
         }
+    }
+
+    /// Whether the handshake succeeded (so a Close message is due when it ends).
+    pub fn was_opened(&self) -> bool {
+        self.opened.get()
     }
 
     pub fn user_id(&self) -> Option<&str> {
         self.user.as_deref()
     }
 
+    /// Which wire form the transport takes: 0, whole WebSocket frames; 1, protocol bytes
+    /// alone (Server-Sent Events and long polling frame them themselves).
+    pub fn wire_form(&self) -> usize {
+        match self.transport {
+            TransportKind::WebSockets => 0,
+            TransportKind::ServerSentEvents | TransportKind::LongPolling => 1,
+        }
+    }
+
     /// The bytes of `message` in this connection's wire form, ready to queue.
     pub fn wire(&self, message: &Encoded) -> Wire {
         match self.transport {
             TransportKind::WebSockets => Rc::from(&message.frame()[..]),
+            // Server-Sent Events and long polling frame the protocol bytes themselves.
+            TransportKind::ServerSentEvents | TransportKind::LongPolling => {
+                Rc::from(&message.payload()[..])
+            }
         }
+    }
+
+    /// Queues the last thing this connection sends (its Close message), even though it is
+    /// closing, for transports that deliver it from the queue.
+    pub fn send_final(&self, message: &Encoded) {
+        let bytes = self.wire(message);
+        let mut out = self.outbound.borrow_mut();
+        out.bytes += bytes.len();
+        out.queue.push_back(Queued {
+            bytes,
+            published: None,
+        });
+        drop(out);
+        self.wake();
     }
 
     /// Queues a message for this connection alone (an answer, a ping).
@@ -360,6 +430,16 @@ impl Connection {
             n += 1;
         }
         write(&slices[..n])
+    }
+
+    /// The queued messages [`Connection::with_queued`] would hand to one write, shared.
+    pub fn peek_wires(&self) -> Vec<Wire> {
+        let out = self.outbound.borrow();
+        out.queue
+            .iter()
+            .take(MAX_SLICES)
+            .map(|q| q.bytes.clone())
+            .collect()
     }
 
     /// Removes `n` written bytes from the front of the queue; calls `on_message` with the

@@ -28,6 +28,8 @@ pub struct HubDef {
     pub name: Arc<str>,
     pub auth: HubAuth,
     pub presence: Option<Presence>,
+    /// Transports this hub serves, in the order negotiate offers them.
+    pub transports: Vec<super::connection::TransportKind>,
     /// Keyed by lower-cased method name: hub method names are case-insensitive.
     methods: HashMap<String, MethodDef>,
 }
@@ -59,6 +61,11 @@ impl Hubs {
                 id: i as HubId,
                 name: name.as_str().into(),
                 auth: hub.auth,
+                transports: hub
+                    .transports
+                    .iter()
+                    .filter_map(|t| super::connection::TransportKind::from_signalr_name(t))
+                    .collect(),
                 presence: hub.presence.then(|| Presence {
                     joined: hub.joined_method.as_str().into(),
                     left: hub.left_method.as_str().into(),

@@ -11,7 +11,7 @@ use std::time::Instant;
 use crossbeam::queue::ArrayQueue;
 use tokio::sync::{Notify, oneshot, watch};
 
-use super::connection::{ConnectionId, IdBuildHasher};
+use super::connection::{ConnectionId, IdBuildHasher, TransportKind};
 use super::definition::{HubId, Hubs};
 use super::index::Target;
 use super::outgoing::Outgoing;
@@ -85,6 +85,21 @@ pub enum ShardMsg {
     },
     Query(Query, oneshot::Sender<bool>),
     Snapshot(oneshot::Sender<Snapshot>),
+    /// Work for the shard that owns a connection, from a transport on another shard (a
+    /// long poll or a POST that arrived elsewhere). Runs on the target shard's thread.
+    Run(Task),
+}
+
+/// Work to run on a shard's thread, given the shard.
+pub type TaskFn = dyn FnOnce(&std::rc::Rc<super::shard::Shard>) + Send;
+
+/// A closure run on another shard.
+pub struct Task(pub Box<TaskFn>);
+
+impl std::fmt::Debug for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Task")
+    }
 }
 
 /// A bounded, lock-free multi-producer inbox. Senders wait (rather than drop) when it is full,
@@ -150,12 +165,11 @@ enum Slot {
     Active {
         shard: u16,
         hub: HubId,
+        transport: TransportKind,
     },
     /// Ended, but its connection token is still valid until then: the id must not start a
     /// new connection.
-    Ended {
-        until: Instant,
-    },
+    Ended { until: Instant },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -164,6 +178,17 @@ pub enum ClaimError {
     Active,
     #[error("the connection has ended")]
     Ended,
+}
+
+/// What is known of a connection id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdState {
+    Active {
+        shard: usize,
+        transport: TransportKind,
+    },
+    Ended,
+    Unknown,
 }
 
 const REGISTRY_SEGMENTS: usize = 64;
@@ -194,8 +219,15 @@ impl Registry {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records that `shard` now owns `id`, unless the id is active or ended.
-    pub fn claim(&self, id: ConnectionId, shard: usize, hub: HubId) -> Result<(), ClaimError> {
+    /// Records that `shard` now owns `id`, served by `transport`, unless the id is active or
+    /// ended.
+    pub fn claim(
+        &self,
+        id: ConnectionId,
+        shard: usize,
+        hub: HubId,
+        transport: TransportKind,
+    ) -> Result<(), ClaimError> {
         let mut seg = self.segment(id);
         match seg.get(&id) {
             Some(Slot::Active { .. }) => Err(ClaimError::Active),
@@ -206,6 +238,7 @@ impl Registry {
                     Slot::Active {
                         shard: shard as u16,
                         hub,
+                        transport,
                     },
                 );
                 Ok(())
@@ -229,8 +262,23 @@ impl Registry {
     /// The shard and hub of an active connection.
     pub fn locate(&self, id: ConnectionId) -> Option<(usize, HubId)> {
         match self.segment(id).get(&id) {
-            Some(Slot::Active { shard, hub }) => Some((*shard as usize, *hub)),
+            Some(Slot::Active { shard, hub, .. }) => Some((*shard as usize, *hub)),
             _ => None,
+        }
+    }
+
+    /// What the registry knows of `id`: active (on which shard, with which transport), ended
+    /// (its token is still valid), or unknown.
+    pub fn state(&self, id: ConnectionId) -> IdState {
+        match self.segment(id).get(&id) {
+            Some(Slot::Active {
+                shard, transport, ..
+            }) => IdState::Active {
+                shard: *shard as usize,
+                transport: *transport,
+            },
+            Some(Slot::Ended { until }) if *until > Instant::now() => IdState::Ended,
+            _ => IdState::Unknown,
         }
     }
 
@@ -342,14 +390,28 @@ mod tests {
     fn registry_claims_once_and_remembers_ended_ids() {
         let r = Registry::default();
         let id = ConnectionId::random();
-        r.claim(id, 1, 0).unwrap();
+        r.claim(id, 1, 0, TransportKind::WebSockets).unwrap();
         assert_eq!(r.locate(id), Some((1, 0)));
-        assert_eq!(r.claim(id, 0, 0), Err(ClaimError::Active));
+        assert_eq!(
+            r.state(id),
+            IdState::Active {
+                shard: 1,
+                transport: TransportKind::WebSockets
+            }
+        );
+        assert_eq!(
+            r.claim(id, 0, 0, TransportKind::LongPolling),
+            Err(ClaimError::Active)
+        );
         r.end(id, Some(Instant::now() + Duration::from_secs(60)));
         assert_eq!(r.locate(id), None);
-        assert_eq!(r.claim(id, 0, 0), Err(ClaimError::Ended));
+        assert_eq!(r.state(id), IdState::Ended);
+        assert_eq!(
+            r.claim(id, 0, 0, TransportKind::WebSockets),
+            Err(ClaimError::Ended)
+        );
         r.purge(Instant::now() + Duration::from_secs(61), 0, 1);
-        assert!(r.claim(id, 0, 0).is_ok());
+        assert!(r.claim(id, 0, 0, TransportKind::WebSockets).is_ok());
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -231,13 +231,14 @@ impl Shard {
         let mut delivered = 0u64;
         // This shard's own copy of each encoding: every recipient clones it, and a buffer
         // shared with other shards would bounce its reference count between their cores.
-        let mut local: [Option<Wire>; Protocol::COUNT] = Default::default();
+        // Per protocol and wire form (framed for WebSockets, bare for the HTTP transports).
+        let mut local: [Option<Wire>; Protocol::COUNT * 2] = Default::default();
         let mut send = |conn: &Rc<Connection>| {
             if conn.phase() != Phase::Open || publish.excluded.contains(&conn.id) {
                 return;
             }
             let protocol = conn.protocol();
-            let wire = local[protocol.index()]
+            let wire = local[protocol.index() * 2 + conn.wire_form()]
                 .get_or_insert_with(|| conn.wire(publish.message.encoded(protocol)));
             if self.counted(conn.send_wire(wire, Some(publish.created))) {
                 delivered += 1;
@@ -300,7 +301,7 @@ impl Shard {
     }
 
     /// Applies a message from another shard (or from this shard's own REST handlers).
-    pub fn apply(&self, msg: ShardMsg) {
+    pub fn apply(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
             ShardMsg::Publish(publish) => self.deliver(&publish),
             ShardMsg::Join { conn, group } => {
@@ -382,6 +383,7 @@ impl Shard {
             ShardMsg::Query(query, reply) => {
                 let _ = reply.send(self.answer(&query));
             }
+            ShardMsg::Run(task) => (task.0)(self),
             ShardMsg::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot_local());
             }
@@ -403,7 +405,7 @@ impl Shard {
     }
 
     /// Sends `msg` to the shard that owns connection `id`; false if no shard does.
-    pub async fn to_owner(&self, id: ConnectionId, msg: ShardMsg) -> bool {
+    pub async fn to_owner(self: &Rc<Self>, id: ConnectionId, msg: ShardMsg) -> bool {
         match self.node.registry.locate(id) {
             Some((shard, _)) if shard == self.id => {
                 self.apply(msg);
@@ -418,13 +420,29 @@ impl Shard {
     }
 
     /// Sends a message made by `make` to every shard, this one included.
-    pub async fn to_all(&self, make: impl Fn() -> ShardMsg) {
+    pub async fn to_all(self: &Rc<Self>, make: impl Fn() -> ShardMsg) {
         for shard in 0..self.node.shards() {
             if shard == self.id {
                 self.apply(make());
             } else {
                 self.node.inbox(shard).send(make()).await;
             }
+        }
+    }
+
+    /// Runs `task` on shard `target` (here at once if it is this shard).
+    pub async fn run_on(
+        self: &Rc<Self>,
+        target: usize,
+        task: impl FnOnce(&Rc<Shard>) + Send + 'static,
+    ) {
+        if target == self.id {
+            task(self);
+        } else {
+            self.node
+                .inbox(target)
+                .send(ShardMsg::Run(super::node::Task(Box::new(task))))
+                .await;
         }
     }
 
@@ -548,6 +566,9 @@ impl Shard {
                         self.send_to(&conn, &Encoded::raw(&answer, Protocol::Json));
                         conn.request_close(CloseReason::Handshake(error));
                     }
+                    // Long polling keeps itself alive: its transport closes a client that
+                    // stops polling.
+                    Phase::Open if conn.transport.inherent_keep_alive() => {}
                     Phase::Open if now - conn.last_received() >= client_timeout => {
                         conn.request_close(CloseReason::ClientTimeout);
                     }
@@ -605,7 +626,11 @@ pub(crate) mod testing {
             TransportKind::WebSockets,
             1 << 20,
         ));
-        shard.node.registry.claim(conn.id, shard.id, 0).unwrap();
+        shard
+            .node
+            .registry
+            .claim(conn.id, shard.id, 0, TransportKind::WebSockets)
+            .unwrap();
         shard.attach(conn.clone());
         shard.open(&conn, Protocol::Json).await;
         conn

@@ -23,6 +23,10 @@ pub enum HandshakeError {
     UnsupportedProtocol(String),
     #[error("The server does not support version {version} of the '{protocol}' protocol.")]
     UnsupportedVersion { protocol: String, version: u32 },
+    #[error(
+        "Cannot use the '{0}' protocol on the current transport. The transport does not support 'Binary' transfer format."
+    )]
+    NeedsBinary(String),
     #[error("Handshake was canceled.")]
     TimedOut,
 }
@@ -62,6 +66,15 @@ impl HandshakeRequest {
     /// The protocol to speak, or why the request cannot be served. Every version up to the
     /// highest Herald speaks is accepted, as ASP.NET Core does (signalrcore sends 0); a version
     /// below 2 turns stateful reconnect off.
+    /// Like [`HandshakeRequest::select`], on a transport that may not carry binary.
+    pub fn select_for(&self, binary_ok: bool) -> Result<Protocol, HandshakeError> {
+        let protocol = self.select()?;
+        if protocol.is_binary() && !binary_ok {
+            return Err(HandshakeError::NeedsBinary(self.protocol.clone()));
+        }
+        Ok(protocol)
+    }
+
     pub fn select(&self) -> Result<Protocol, HandshakeError> {
         let protocol = match self.protocol.as_str() {
             "json" => Protocol::Json,

@@ -457,7 +457,9 @@ pub fn encode(message: &HubMessage, out: &mut Vec<u8>) {
             arguments,
             stream_ids,
         } => {
-            write_array_len(if stream_ids.is_empty() { 5 } else { 6 }, b);
+            // Always six elements, stream ids included even when empty, as ASP.NET Core and
+            // the JavaScript client write them (signalrcore reads the sixth unconditionally).
+            write_array_len(6, b);
             write_int(1, b);
             empty_headers(b);
             match invocation_id {
@@ -466,9 +468,7 @@ pub fn encode(message: &HubMessage, out: &mut Vec<u8>) {
             }
             write_str(target, b);
             write_values(arguments, b);
-            if !stream_ids.is_empty() {
-                write_strings(stream_ids, b);
-            }
+            write_strings(stream_ids, b);
         }
         HubMessage::StreamItem {
             invocation_id,
@@ -558,12 +558,13 @@ pub fn encode(message: &HubMessage, out: &mut Vec<u8>) {
 /// fan-out message takes.
 pub fn encode_send(target: &str, arguments: &[Value], out: &mut Vec<u8>) {
     let mut body = Vec::with_capacity(32 + target.len());
-    write_array_len(5, &mut body);
+    write_array_len(6, &mut body);
     write_int(1, &mut body);
     body.push(0x80);
     body.push(0xc0);
     write_str(target, &mut body);
     write_values(arguments, &mut body);
+    write_array_len(0, &mut body);
     write_varint(body.len(), out);
     out.extend_from_slice(&body);
 }
@@ -640,7 +641,7 @@ mod tests {
         assert_eq!(
             out,
             [
-                0x0b, 0x95, 0x01, 0x80, 0xc0, 0xa1, b'm', 0x92, 0xff, 0xa2, 0xc3, 0xa9
+                0x0c, 0x96, 0x01, 0x80, 0xc0, 0xa1, b'm', 0x92, 0xff, 0xa2, 0xc3, 0xa9, 0x90
             ]
         );
     }

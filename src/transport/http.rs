@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -18,19 +17,59 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{negotiate, websocket};
+use super::{endpoint, negotiate};
 use crate::api;
 use crate::fault::HttpFault;
 use crate::hub::Shard;
 use crate::metrics::Latency;
 
-pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+/// A response body: whole, or a stream that lives on this shard (an event stream), which
+/// need not be `Send` because a response never leaves its shard.
+pub enum Body {
+    Full(Full<Bytes>),
+    Local(std::pin::Pin<Box<dyn http_body::Body<Data = Bytes, Error = Infallible>>>),
+}
+
+impl Body {
+    pub fn local(body: impl http_body::Body<Data = Bytes, Error = Infallible> + 'static) -> Body {
+        Body::Local(Box::pin(body))
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(full) => std::pin::Pin::new(full).poll_frame(cx),
+            Body::Local(body) => body.as_mut().poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full(full) => full.is_end_stream(),
+            Body::Local(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Body::Full(full) => full.size_hint(),
+            Body::Local(body) => body.size_hint(),
+        }
+    }
+}
 
 /// How long a client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).boxed_unsync()
+    Body::Full(Full::new(bytes.into()))
 }
 
 pub fn empty() -> Body {
@@ -229,11 +268,14 @@ where
                 )),
             },
             ["hubs", hub] => match decode_segment(hub) {
-                Ok(hub) => websocket::connect::<S>(shard, req, &hub),
+                Ok(hub) => endpoint::handle::<S>(shard, req, &hub).await,
                 Err(e) => Err(e),
             },
             ["client"] => match query_param(query.as_deref(), "hub") {
-                Some(hub) => websocket::connect::<S>(shard, req, &hub),
+                Some(hub) => {
+                    let hub = hub.into_owned();
+                    endpoint::handle::<S>(shard, req, &hub).await
+                }
                 None => Err(HttpFault::InvalidParameter(
                     "hub",
                     "the hub query parameter is required".into(),

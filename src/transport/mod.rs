@@ -3,8 +3,12 @@
 //! connection's session (inbound) and queue (outbound).
 
 pub mod connection_token;
+pub mod endpoint;
 pub mod http;
+pub mod http_conn;
+pub mod longpoll;
 pub mod negotiate;
 pub mod session;
+pub mod sse;
 pub mod websocket;
 pub mod writer;

@@ -124,9 +124,18 @@ pub fn negotiate(
         expires: jwt::unix_now() + ttl,
     }
     .encode(&node.keys.connection);
-    let transports = json!([
-        {"transport": "WebSockets", "transferFormats": ["Text", "Binary"]},
-    ]);
+    let transports: Vec<serde_json::Value> = hub
+        .transports
+        .iter()
+        .map(|t| {
+            let formats = if t.carries_binary() {
+                json!(["Text", "Binary"])
+            } else {
+                json!(["Text"])
+            };
+            json!({"transport": t.signalr_name(), "transferFormats": formats})
+        })
+        .collect();
     // Version 0 has no separate token: the client sends `connectionId` back as `id`. Herald
     // still keeps the public id apart (hub members see the short id, never the secret token).
     let body = if version == 0 {

@@ -65,7 +65,7 @@ impl Session {
                 Err(e) => return Err(self.refuse(e)),
             };
             let (request, used) = request;
-            let protocol = match request.select() {
+            let protocol = match request.select_for(self.conn.transport.carries_binary()) {
                 Ok(protocol) => protocol,
                 Err(e) => return Err(self.refuse(e)),
             };

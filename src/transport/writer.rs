@@ -57,3 +57,31 @@ pub fn poll_write_queue<S: AsyncWrite + Unpin>(
     }
     Poll::Ready(Ok(()))
 }
+
+/// Takes everything queued for a transport that sends whole messages rather than a byte
+/// stream (Server-Sent Events, long polling): the messages, oldest first, counted as written.
+pub fn take_queued(shard: &Shard, conn: &Connection) -> Vec<crate::hub::connection::Wire> {
+    let mut items = Vec::new();
+    let now = shard.coarse_now();
+    let mut precise = None;
+    while conn.has_queued() {
+        let n = conn.with_queued(|slices| {
+            // Each slice is one whole message: these transports never write part of one.
+            slices.iter().map(|s| s.len()).sum::<usize>()
+        });
+        let wires = conn.peek_wires();
+        conn.consume(n, now, |published| {
+            if let Some(at) = published
+                && shard.sample_latency()
+            {
+                let now = *precise.get_or_insert_with(Instant::now);
+                shard
+                    .metrics
+                    .record(Latency::PublishToWrite, micros(now - at));
+            }
+        });
+        shard.metrics.bytes_out(n);
+        items.extend(wires);
+    }
+    items
+}

@@ -1,16 +1,21 @@
 // The chat scenario with the official SignalR JavaScript client (@microsoft/signalr), over
 // WebSockets and the JSON hub protocol, against a running Herald.
 //
-// Usage: node chat.mjs BASE_URL ALICE_TOKEN CAROL_TOKEN [json|msgpack]
+// Usage: node chat.mjs BASE_URL ALICE_TOKEN CAROL_TOKEN [json|msgpack] [ws|sse|lp]
 // Exits 0 when every step behaved as expected, 1 with the failing step otherwise.
 
 import * as signalR from "@microsoft/signalr";
 import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
 import assert from "node:assert/strict";
 
-const [base, aliceToken, carolToken, protocol = "json"] = process.argv.slice(2);
+const [base, aliceToken, carolToken, protocol = "json", transportName = "ws"] = process.argv.slice(2);
+const transport = {
+  ws: signalR.HttpTransportType.WebSockets,
+  sse: signalR.HttpTransportType.ServerSentEvents,
+  lp: signalR.HttpTransportType.LongPolling,
+}[transportName];
 if (!base || !aliceToken || !carolToken) {
-  console.error("usage: node chat.mjs BASE_URL ALICE_TOKEN CAROL_TOKEN [json|msgpack]");
+  console.error("usage: node chat.mjs BASE_URL ALICE_TOKEN CAROL_TOKEN [json|msgpack] [ws|sse|lp]");
   process.exit(2);
 }
 
@@ -24,7 +29,7 @@ class Client {
     this.queues = new Map(HANDLED.map((m) => [m, []]));
     this.waiters = [];
     const options = {
-      transport: signalR.HttpTransportType.WebSockets,
+      transport,
       ...(token ? { accessTokenFactory: () => token } : {}),
     };
     let builder = new signalR.HubConnectionBuilder()

@@ -1,7 +1,7 @@
 """The chat scenario with the Python client signalrcore, over WebSockets and the JSON hub
 protocol, against a running Herald.
 
-Usage: python chat_signalrcore.py BASE_URL ALICE_TOKEN
+Usage: python chat_signalrcore.py BASE_URL ALICE_TOKEN [ws|lp] [json|msgpack]
 Exits 0 when every step behaved as expected, 1 with the failing step otherwise.
 """
 
@@ -12,6 +12,8 @@ import threading
 import time
 
 from signalrcore.hub_connection_builder import HubConnectionBuilder
+from signalrcore.protocol.messagepack_protocol import MessagePackHubProtocol
+from signalrcore.types import HttpTransportType
 
 TIMEOUT = 10.0
 METHODS = ["joined", "left", "broadcastMessage", "groupMessage", "userMessage"]
@@ -20,18 +22,23 @@ METHODS = ["joined", "left", "broadcastMessage", "groupMessage", "userMessage"]
 class Client:
     """A connection whose received invocations are queued per method."""
 
-    def __init__(self, name, base, token=None):
+    def __init__(self, name, base, token=None, transport="ws", protocol="json"):
         self.name = name
+        self.transport = transport
         self.queues = {m: queue.Queue() for m in METHODS}
         self.errors = queue.Queue()
         self.opened = threading.Event()
         options = {"access_token_factory": (lambda: token)} if token else {}
-        self.hub = (
+        if transport == "lp":
+            options["transport"] = HttpTransportType.long_polling
+        builder = (
             HubConnectionBuilder()
             .with_url(f"{base}/hubs/chat", options=options)
             .configure_logging(logging.ERROR)
-            .build()
         )
+        if protocol == "msgpack":
+            builder = builder.with_hub_protocol(MessagePackHubProtocol())
+        self.hub = builder.build()
         for m in METHODS:
             self.hub.on(m, self.queues[m].put)
         self.hub.on_open(self.opened.set)
@@ -50,8 +57,13 @@ class Client:
             if left <= 0:
                 raise AssertionError(f"{self.name}: no {method} within {TIMEOUT} s")
             try:
-                args = self.queues[method].get(timeout=left)
+                # signalrcore over long polling handles one record per poll response and
+                # keeps the rest until another poll returns: keep traffic flowing.
+                wait = min(left, 0.3) if self.transport == "lp" else left
+                args = self.queues[method].get(timeout=wait)
             except queue.Empty:
+                if self.transport == "lp":
+                    self.hub.send("Echo", ["nudge"])
                 continue
             if match(args):
                 return args
@@ -60,7 +72,15 @@ class Client:
         """A blocking invocation; returns the completion's result."""
         done = queue.Queue()
         self.hub.send(method, args, on_invocation=done.put)
-        return done.get(timeout=TIMEOUT).result
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                wait = 0.3 if self.transport == "lp" else TIMEOUT
+                return done.get(timeout=wait).result
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    raise
+                self.hub.send("Echo", ["nudge"])
 
 
 def step(name, body):
@@ -74,8 +94,10 @@ def step(name, body):
 
 def main():
     base, alice_token = sys.argv[1], sys.argv[2]
-    alice = Client("alice", base, alice_token)
-    bob = Client("bob", base)
+    transport = sys.argv[3] if len(sys.argv) > 3 else "ws"
+    protocol = sys.argv[4] if len(sys.argv) > 4 else "json"
+    alice = Client("alice", base, alice_token, transport, protocol)
+    bob = Client("bob", base, None, transport, protocol)
 
     def presence():
         alice.start()
@@ -110,7 +132,15 @@ def main():
 
     def unknown_method():
         bob.hub.send("Nope", [1])
-        error = bob.errors.get(timeout=TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                error = bob.errors.get(timeout=0.3)
+                break
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    raise
+                bob.hub.send("Echo", ["nudge"])
         assert error.error == "Method 'Nope' does not exist.", error.error
 
     def left():

@@ -211,7 +211,7 @@ async fn connection_ids(io: &'static str) {
     .await;
     assert_eq!(
         (res.status, res.json()["code"].clone()),
-        (400, json!("transport_not_supported"))
+        (400, json!("transport_changed"))
     );
     // A wrong WebSocket version: 426 naming the supported one.
     let res = http(

@@ -38,17 +38,41 @@ fn run(mut cmd: Command, what: &str) {
     );
 }
 
-async fn javascript_client(io: &'static str) {
-    javascript(io, "json").await
+/// Declares one compatibility test per backend for a client, protocol and transport.
+macro_rules! compat {
+    ($name:ident, $runner:ident, $protocol:literal, $transport:literal) => {
+        async fn $name(io: &'static str) {
+            $runner(io, $protocol, $transport).await
+        }
+        both_backends!($name);
+    };
 }
-both_backends!(javascript_client);
 
-async fn javascript_client_messagepack(io: &'static str) {
-    javascript(io, "msgpack").await
-}
-both_backends!(javascript_client_messagepack);
+compat!(javascript_websockets_json, javascript, "json", "ws");
+compat!(
+    javascript_websockets_messagepack,
+    javascript,
+    "msgpack",
+    "ws"
+);
+compat!(
+    javascript_server_sent_events_json,
+    javascript,
+    "json",
+    "sse"
+);
+compat!(javascript_long_polling_json, javascript, "json", "lp");
+compat!(
+    javascript_long_polling_messagepack,
+    javascript,
+    "msgpack",
+    "lp"
+);
+compat!(python_websockets_json, python, "json", "ws");
+compat!(python_websockets_messagepack, python, "msgpack", "ws");
+compat!(python_long_polling_json, python, "json", "lp");
 
-async fn javascript(io: &'static str, protocol: &'static str) {
+async fn javascript(io: &'static str, protocol: &'static str, transport: &'static str) {
     let dir = compat_dir();
     assert!(
         dir.join("node_modules/@microsoft/signalr").exists(),
@@ -60,14 +84,15 @@ async fn javascript(io: &'static str, protocol: &'static str) {
         .arg(server.url(""))
         .arg(token(&["--user", "alice"]))
         .arg(token(&["--user", "carol"]))
-        .arg(protocol);
+        .arg(protocol)
+        .arg(transport);
     tokio::task::spawn_blocking(move || run(cmd, "@microsoft/signalr chat scenario"))
         .await
         .unwrap();
     drop(server);
 }
 
-async fn python_client(io: &'static str) {
+async fn python(io: &'static str, protocol: &'static str, transport: &'static str) {
     let dir = compat_dir();
     let python = dir.join(".venv/bin/python");
     assert!(
@@ -78,10 +103,11 @@ async fn python_client(io: &'static str) {
     let mut cmd = Command::new(python);
     cmd.arg(dir.join("chat_signalrcore.py"))
         .arg(server.url(""))
-        .arg(token(&["--user", "alice"]));
+        .arg(token(&["--user", "alice"]))
+        .arg(transport)
+        .arg(protocol);
     tokio::task::spawn_blocking(move || run(cmd, "signalrcore chat scenario"))
         .await
         .unwrap();
     drop(server);
 }
-both_backends!(python_client);

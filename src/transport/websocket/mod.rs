@@ -11,7 +11,6 @@ pub mod frame;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -19,24 +18,20 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use self::frame::{Decoder, Event, OpCode};
-use super::connection_token::ConnectionToken;
-use super::http::{Body, empty, query_param};
-use super::negotiate::authenticate_client;
+use super::endpoint::{self, Accepted};
+use super::http::{Body, empty};
 use super::session::Session;
 use super::writer::poll_write_queue;
-use crate::config::HubAuth;
 use crate::fault::{CloseReason, HttpFault};
-use crate::hub::definition::HubId;
-use crate::hub::node::ClaimError;
-use crate::hub::{Connection, ConnectionId, Encoded, Shard, TransportKind};
-use crate::identity::jwt;
+use crate::hub::definition::HubDef;
+use crate::hub::{Connection, Encoded, Shard, TransportKind};
 use crate::protocol::HubMessage;
 
 const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -59,57 +54,24 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
     })
 }
 
-/// A connection accepted at upgrade time.
-struct Accepted {
-    id: ConnectionId,
-    hub: HubId,
-    user: Option<Arc<str>>,
-    /// Until when the id must stay unusable after the connection ends (its token's expiry).
-    until: Option<Instant>,
+/// Whether a request asks to upgrade to WebSocket.
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    header_has_token(headers, header::UPGRADE, "websocket")
 }
 
-/// Handles a request for the connection URL. GET with a WebSocket upgrade starts (or, without
-/// `id`, creates) a connection; POST and DELETE belong to SSE and long polling.
-pub fn connect<S>(
+/// Answers a WebSocket upgrade for the connection URL: with `id`, it starts the connection
+/// negotiate created; without, it creates one (skipNegotiation).
+pub fn upgrade<S>(
     shard: &Rc<Shard>,
     mut req: Request<Incoming>,
-    hub_name: &str,
+    hub: &HubDef,
+    id: Option<&str>,
+    query: Option<&str>,
 ) -> Result<Response<Body>, HttpFault>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let node = &shard.node;
-    let hub = node
-        .hubs
-        .find(hub_name)
-        .ok_or_else(|| HttpFault::UnknownHub(hub_name.to_string()))?;
-    let query = req.uri().query().map(str::to_string);
-    let id_param = query_param(query.as_deref(), "id").map(|c| c.into_owned());
-    let now_unix = jwt::unix_now();
-    let token = |text: &str| {
-        ConnectionToken::decode(text, &node.keys.connection, now_unix)
-            .ok()
-            .filter(|t| t.hub.eq_ignore_ascii_case(&hub.name))
-    };
-
-    match req.method() {
-        &Method::GET => {}
-        &Method::POST | &Method::DELETE => {
-            let id = id_param.ok_or(HttpFault::ConnectionIdRequired)?;
-            let token = token(&id).ok_or(HttpFault::ConnectionNotFound)?;
-            return Err(match node.registry.locate(token.id) {
-                None => HttpFault::ConnectionNotFound,
-                Some(_) if req.method() == Method::POST => HttpFault::PostOnWebSocket,
-                Some(_) => HttpFault::MethodNotAllowed("DELETE".into()),
-            });
-        }
-        other => return Err(HttpFault::MethodNotAllowed(other.to_string())),
-    }
-
     let headers = req.headers();
-    if !header_has_token(headers, header::UPGRADE, "websocket") {
-        return Err(HttpFault::TransportNotSupported);
-    }
     if !header_has_token(headers, header::CONNECTION, "upgrade") {
         return Err(HttpFault::BadUpgrade(
             "the Connection header does not contain 'Upgrade'",
@@ -133,51 +95,8 @@ where
             "Sec-WebSocket-Key is missing or malformed",
         ))?
         .clone();
-    if node.is_shutting_down() {
-        return Err(HttpFault::ShuttingDown);
-    }
-    // Browsers do not apply CORS to WebSockets; a page from a disallowed origin must not be
-    // able to open one with the user's credentials.
-    if let Some(origin) = headers.get(header::ORIGIN)
-        && !super::http::origin_allowed(shard, origin)
-    {
-        return Err(HttpFault::Forbidden(
-            "this origin may not open connections".into(),
-        ));
-    }
-    let principal = authenticate_client(node, hub, headers, query.as_deref())?;
-
-    let accepted = match id_param {
-        Some(text) => {
-            let token = token(&text).ok_or(HttpFault::ConnectionNotFound)?;
-            if hub.auth == HubAuth::Token && principal.is_none() && !token.authenticated {
-                return Err(HttpFault::Unauthorized(format!(
-                    "hub '{}' requires an access token",
-                    hub.name
-                )));
-            }
-            let user = principal.and_then(|p| p.user_id).or(token.user);
-            let left = token.expires.saturating_sub(now_unix) + 1;
-            Accepted {
-                id: token.id,
-                hub: hub.id,
-                user: user.map(Arc::from),
-                until: Some(Instant::now() + Duration::from_secs(left)),
-            }
-        }
-        None => Accepted {
-            id: ConnectionId::random(),
-            hub: hub.id,
-            user: principal.and_then(|p| p.user_id).map(Arc::from),
-            until: None,
-        },
-    };
-    node.registry
-        .claim(accepted.id, shard.id, accepted.hub)
-        .map_err(|e| match e {
-            ClaimError::Active => HttpFault::ConnectionActive,
-            ClaimError::Ended => HttpFault::ConnectionNotFound,
-        })?;
+    let accepted = endpoint::accept(shard, hub, headers, query, id)?;
+    endpoint::claim(shard, &accepted, TransportKind::WebSockets)?;
 
     let upgrade = hyper::upgrade::on(&mut req);
     let task_shard = shard.clone();

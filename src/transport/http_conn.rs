@@ -1,0 +1,194 @@
+//! Connections served over plain HTTP requests — Server-Sent Events and long polling. Their
+//! session (handshake, partial messages) lives on the shard that owns them; a POST or a poll
+//! that reaches another shard is relayed there through its inbox, and its answer comes back.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::task::Waker;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tokio::sync::oneshot;
+
+use super::endpoint::{self, Accepted};
+use super::http::{Body, read_body, status};
+use super::longpoll::{self, PollReply};
+use super::session::Session;
+use crate::fault::{CloseReason, HttpFault};
+use crate::hub::connection::IdBuildHasher;
+use crate::hub::definition::HubDef;
+use crate::hub::node::IdState;
+use crate::hub::{Connection, ConnectionId, Encoded, Shard, TransportKind};
+use crate::protocol::HubMessage;
+
+/// A connection served over HTTP requests, on the shard that owns it.
+pub struct HttpConn {
+    pub shard: Rc<Shard>,
+    pub conn: Rc<Connection>,
+    /// Taken while a POST is being read, so a concurrent POST is refused (409).
+    session: RefCell<Option<Session>>,
+    /// Until when the id stays unusable after the connection ends.
+    pub until: Option<Instant>,
+    /// Long polling: the poll waiting for data, and when it must be answered empty.
+    pub pending: RefCell<Option<oneshot::Sender<PollReply>>>,
+    pub deadline: Cell<Instant>,
+    /// Long polling: when the last poll was answered (a client that stops polling is closed
+    /// after the disconnect timeout).
+    pub last_poll: Cell<Instant>,
+    pub first_poll_done: Cell<bool>,
+    /// The transport's own task (the long-polling driver), woken when a poll arrives.
+    pub driver: Cell<Option<Waker>>,
+    /// Whether the Close message has been queued (once closing).
+    pub close_queued: Cell<bool>,
+    finished: Cell<bool>,
+}
+
+thread_local! {
+    /// The HTTP-served connections of the shard on this thread.
+    static CONNS: RefCell<HashMap<ConnectionId, Rc<HttpConn>, IdBuildHasher>> = RefCell::default();
+}
+
+pub fn get(id: ConnectionId) -> Option<Rc<HttpConn>> {
+    CONNS.with(|c| c.borrow().get(&id).cloned())
+}
+
+/// Creates the connection for a claimed id on this shard.
+pub fn create(shard: &Rc<Shard>, accepted: Accepted, transport: TransportKind) -> Rc<HttpConn> {
+    let limits = &shard.node.config.connections;
+    let conn = Rc::new(Connection::new(
+        accepted.id,
+        accepted.hub,
+        accepted.user,
+        transport,
+        limits.outbound_queue_bytes,
+    ));
+    shard.attach(conn.clone());
+    if shard.node.is_shutting_down() {
+        conn.request_close(CloseReason::ServerShutdown);
+    }
+    let now = Instant::now();
+    let hc = Rc::new(HttpConn {
+        shard: shard.clone(),
+        session: RefCell::new(Some(Session::new(shard.clone(), conn.clone()))),
+        conn,
+        until: accepted.until,
+        pending: RefCell::new(None),
+        deadline: Cell::new(now),
+        last_poll: Cell::new(now),
+        first_poll_done: Cell::new(false),
+        driver: Cell::new(None),
+        close_queued: Cell::new(false),
+        finished: Cell::new(false),
+    });
+    CONNS.with(|c| c.borrow_mut().insert(accepted.id, hc.clone()));
+    hc
+}
+
+impl HttpConn {
+    /// Queues the Close message once the connection is closing (if its handshake succeeded
+    /// and the reason calls for one), for the transport to deliver last.
+    pub fn queue_close(&self) {
+        if self.close_queued.replace(true) {
+            return;
+        }
+        let Some(reason) = self.conn.close_reason() else {
+            return;
+        };
+        if self.conn.was_opened()
+            && let Some((error, allow_reconnect)) = reason.close_message()
+        {
+            let close = HubMessage::Close {
+                error,
+                allow_reconnect,
+            };
+            self.conn
+                .send_final(&Encoded::message(&close, self.conn.protocol()));
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished.get()
+    }
+
+    /// Ends the connection: it leaves the shard and the hub; a waiting poll gets 204.
+    pub fn finish(self: &Rc<Self>) {
+        if self.finished.replace(true) {
+            return;
+        }
+        let reason = self.conn.close_reason().unwrap_or(CloseReason::ClientGone);
+        self.conn.request_close(reason.clone());
+        let waiting = self.pending.borrow_mut().take();
+        if let Some(poll) = waiting {
+            let _ = poll.send(PollReply::Gone);
+        }
+        if let Some(w) = self.driver.take() {
+            w.wake();
+        }
+        CONNS.with(|c| c.borrow_mut().remove(&self.conn.id));
+        let hc = self.clone();
+        tokio::task::spawn_local(async move {
+            hc.shard.detach(&hc.conn, &reason, hc.until).await;
+        });
+    }
+}
+
+/// Feeds a POST body to the connection's session, on the owning shard.
+async fn receive(id: ConnectionId, body: Bytes) -> Result<(), HttpFault> {
+    let hc = get(id).ok_or(HttpFault::ConnectionNotFound)?;
+    let Some(mut session) = hc.session.borrow_mut().take() else {
+        return Err(HttpFault::ConnectionActive);
+    };
+    hc.conn.touch_received(hc.shard.coarse_now());
+    hc.shard.metrics.bytes_in(body.len());
+    let outcome = session.receive(&body).await;
+    *hc.session.borrow_mut() = Some(session);
+    if let Err(reason) = outcome {
+        hc.conn.request_close(reason);
+    }
+    Ok(())
+}
+
+/// `POST /hubs/{hub}?id=…`: data from a Server-Sent Events or long-polling client.
+pub async fn send(
+    shard: &Rc<Shard>,
+    req: Request<Incoming>,
+    hub: &HubDef,
+    id: &str,
+    query: Option<&str>,
+) -> Result<Response<Body>, HttpFault> {
+    let token = endpoint::token(shard, hub, id).ok_or(HttpFault::ConnectionNotFound)?;
+    let owner = match shard.node.registry.state(token.id) {
+        IdState::Ended => return Err(HttpFault::ConnectionNotFound),
+        IdState::Active {
+            transport: TransportKind::WebSockets,
+            ..
+        } => return Err(HttpFault::PostOnWebSocket),
+        IdState::Active { shard: owner, .. } => owner,
+        IdState::Unknown => {
+            // A long-polling client may post its handshake before its first poll.
+            if !hub.transports.contains(&TransportKind::LongPolling) {
+                return Err(HttpFault::ConnectionNotFound);
+            }
+            let accepted = endpoint::accept(shard, hub, req.headers(), query, Some(id))?;
+            endpoint::claim(shard, &accepted, TransportKind::LongPolling)?;
+            let hc = create(shard, accepted, TransportKind::LongPolling);
+            tokio::task::spawn_local(longpoll::drive(hc));
+            shard.id
+        }
+    };
+    let limit = shard.node.config.connections.max_frame_bytes;
+    let body = read_body(req.into_body(), limit).await?;
+    let (tx, rx) = oneshot::channel();
+    shard
+        .run_on(owner, move |_| {
+            tokio::task::spawn_local(async move {
+                let _ = tx.send(receive(token.id, body).await);
+            });
+        })
+        .await;
+    rx.await.unwrap_or(Err(HttpFault::ConnectionNotFound))?;
+    Ok(status(StatusCode::OK))
+}
