@@ -92,6 +92,21 @@ pub struct ServerConfig {
     pub max_request_body_bytes: usize,
     pub inbox_capacity: usize,
     pub cors: CorsConfig,
+    pub tls: TlsConfig,
+}
+
+/// TLS termination: with both files set, every connection is HTTPS/WSS.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.is_empty()
+    }
 }
 
 impl Default for ServerConfig {
@@ -105,6 +120,7 @@ impl Default for ServerConfig {
             max_request_body_bytes: 1024 * 1024,
             inbox_capacity: 65536,
             cors: CorsConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -385,6 +401,13 @@ impl Config {
         }
         if self.server.inbox_capacity < 16 {
             return Err(invalid("server.inbox_capacity", "at least 16"));
+        }
+        let tls = &self.server.tls;
+        if tls.cert_file.is_empty() != tls.key_file.is_empty() {
+            return Err(invalid(
+                "server.tls",
+                "set both cert_file and key_file, or neither",
+            ));
         }
         for origin in &self.server.cors.allowed_origins {
             if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {

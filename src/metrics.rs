@@ -64,6 +64,7 @@ pub struct ShardMetrics {
     bytes_out: Cell<u64>,
     connections_opened: Cell<u64>,
     slow_consumers: Cell<u64>,
+    tls_failures: Cell<u64>,
     closes: [Cell<u64>; CloseReason::CODES.len()],
     http_faults: [Cell<u64>; HttpFault::CODES.len()],
     http_requests: Cell<u64>,
@@ -81,6 +82,7 @@ impl ShardMetrics {
             bytes_out: Cell::new(0),
             connections_opened: Cell::new(0),
             slow_consumers: Cell::new(0),
+            tls_failures: Cell::new(0),
             closes: std::array::from_fn(|_| Cell::new(0)),
             http_faults: std::array::from_fn(|_| Cell::new(0)),
             http_requests: Cell::new(0),
@@ -113,6 +115,9 @@ impl ShardMetrics {
     pub fn slow_consumer(&self) {
         Self::bump(&self.slow_consumers, 1);
     }
+    pub fn tls_failure(&self) {
+        Self::bump(&self.tls_failures, 1);
+    }
     pub fn closed(&self, reason: &CloseReason) {
         Self::bump(&self.closes[reason.index()], 1);
     }
@@ -141,6 +146,7 @@ impl ShardMetrics {
             bytes_out: self.bytes_out.get(),
             connections_opened: self.connections_opened.get(),
             slow_consumers: self.slow_consumers.get(),
+            tls_failures: self.tls_failures.get(),
             closes: get(&self.closes),
             http_faults: get(&self.http_faults),
             http_requests: self.http_requests.get(),
@@ -161,6 +167,7 @@ pub struct Snapshot {
     pub bytes_out: u64,
     pub connections_opened: u64,
     pub slow_consumers: u64,
+    pub tls_failures: u64,
     pub closes: Vec<u64>,
     pub http_faults: Vec<u64>,
     pub http_requests: u64,
@@ -184,6 +191,7 @@ impl Snapshot {
         self.bytes_out += other.bytes_out;
         self.connections_opened += other.connections_opened;
         self.slow_consumers += other.slow_consumers;
+        self.tls_failures += other.tls_failures;
         self.http_requests += other.http_requests;
         for (a, b) in self.latencies.iter_mut().zip(&other.latencies) {
             let _ = a.add(b);
@@ -288,6 +296,12 @@ impl Snapshot {
             "herald_slow_consumer_closes_total",
             "Connections cut because their outbound queue passed its cap (counted when cut).",
             self.slow_consumers,
+        );
+        counter(
+            o,
+            "herald_tls_handshake_failures_total",
+            "TLS handshakes that failed or timed out.",
+            self.tls_failures,
         );
         header(
             o,

@@ -24,3 +24,5 @@ mod polling;
 mod rest;
 #[path = "integration/shutdown.rs"]
 mod shutdown;
+#[path = "integration/tls.rs"]
+mod tls;

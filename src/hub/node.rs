@@ -326,10 +326,21 @@ pub struct Node {
     pub started: Instant,
     /// "uring" or "epoll", for the logs and /metrics.
     pub io: &'static str,
+    /// TLS termination, when configured.
+    pub tls: Option<crate::transport::tls::Tls>,
 }
 
 impl Node {
     pub fn new(config: Config, shards: usize, io: &'static str) -> Arc<Node> {
+        Node::with_tls(config, shards, io, None)
+    }
+
+    pub fn with_tls(
+        config: Config,
+        shards: usize,
+        io: &'static str,
+        tls: Option<crate::transport::tls::Tls>,
+    ) -> Arc<Node> {
         let hubs = Hubs::from_config(&config);
         let capacity = config.server.inbox_capacity;
         Arc::new(Node {
@@ -342,6 +353,7 @@ impl Node {
             config: Arc::new(config),
             hubs,
             io,
+            tls,
         })
     }
 

@@ -178,16 +178,25 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             "auth.access_key is the public development key; set HERALD_AUTH_ACCESS_KEY before exposing Herald"
         );
     }
-    let node = Node::new(config, shards, backend.name());
+    let tls = match config.server.tls.enabled() {
+        true => Some(
+            crate::transport::tls::Tls::new(&config.server.tls)
+                .map_err(crate::transport::tls::io_error)?,
+        ),
+        false => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let node = Node::with_tls(config, shards, backend.name(), tls);
 
     let signals = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (mut sigterm, mut sigint) = signals.block_on(async {
+    let (mut sigterm, mut sigint, mut sighup) = signals.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         Ok::<_, io::Error>((
             signal(SignalKind::terminate())?,
             signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
         ))
     })?;
 
@@ -221,7 +230,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     println!(
-        "herald listening on http://{addr} (io={}, shards={shards})",
+        "herald listening on {scheme}://{addr} (io={}, shards={shards})",
         backend.name()
     );
     use std::io::Write;
@@ -229,10 +238,19 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, io = backend.name(), shards, "herald is serving");
 
     let unexpected = signals.block_on(async {
-        tokio::select! {
-            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); None }
-            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); None }
-            id = exit_rx.recv() => id,
+        loop {
+            tokio::select! {
+                _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); return None }
+                _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); return None }
+                _ = sighup.recv() => match &node.tls {
+                    Some(tls) => match tls.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                        Err(e) => tracing::error!("SIGHUP: TLS reload failed, the certificate in use stays: {e}"),
+                    },
+                    None => tracing::info!("SIGHUP: nothing to reload (no TLS configured)"),
+                },
+                id = exit_rx.recv() => return id,
+            }
         }
     });
     node.begin_shutdown();
@@ -309,7 +327,7 @@ async fn run_shard<A: Acceptor>(node: Arc<Node>, id: usize, acceptor: A) {
             accepted = acceptor.accept() => match accepted {
                 Ok(io) => {
                     backoff = Duration::from_millis(5);
-                    tokio::task::spawn_local(http::serve(shard.clone(), io));
+                    tokio::task::spawn_local(serve_socket(shard.clone(), io));
                 }
                 Err(e) => {
                     // Out of descriptors or memory: wait instead of spinning.
@@ -326,6 +344,30 @@ async fn run_shard<A: Acceptor>(node: Arc<Node>, id: usize, acceptor: A) {
         Duration::from_millis(node.config.server.shutdown_drain_ms),
     )
     .await;
+}
+
+/// Serves one accepted socket: HTTP, over TLS when configured (the handshake runs in the
+/// connection's own task, within the handshake timeout, so it never holds up accepting).
+async fn serve_socket<S>(shard: Rc<Shard>, io: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(tls) = &shard.node.tls else {
+        return http::serve(shard, io).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+    let limit = Duration::from_millis(shard.node.config.connections.handshake_timeout_ms);
+    match tokio::time::timeout(limit, acceptor.accept(io)).await {
+        Ok(Ok(stream)) => http::serve(shard, stream).await,
+        Ok(Err(e)) => {
+            shard.metrics.tls_failure();
+            tracing::debug!(error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            shard.metrics.tls_failure();
+            tracing::debug!("TLS handshake timed out");
+        }
+    }
 }
 
 async fn drain_shard(shard: &Rc<Shard>, drain: Duration) {

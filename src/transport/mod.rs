@@ -10,5 +10,6 @@ pub mod longpoll;
 pub mod negotiate;
 pub mod session;
 pub mod sse;
+pub mod tls;
 pub mod websocket;
 pub mod writer;

@@ -111,6 +111,13 @@ impl Server {
         self.child.as_ref().unwrap().id()
     }
 
+    /// Sends a signal.
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc_kill(self.child.as_ref().unwrap().id() as i32, sig);
+        }
+    }
+
     /// Sends SIGTERM and waits (up to `within`) for the process to exit.
     pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
         let child = self.child.as_mut().unwrap();
@@ -189,7 +196,11 @@ impl ServerBuilder {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
-        let prefix = "herald listening on http://";
+        let prefix = if line.starts_with("herald listening on https://") {
+            "herald listening on https://"
+        } else {
+            "herald listening on http://"
+        };
         assert!(line.starts_with(prefix), "unexpected first line: {line:?}");
         let addr = line[prefix.len()..]
             .split(' ')
@@ -337,10 +348,33 @@ pub async fn rest(server: &Server, method: &str, path: &str, body: Option<Value>
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+type TlsWs = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// A WebSocket over plain TCP or over TLS.
+pub enum AnyWs {
+    Plain(Ws),
+    Tls(Box<TlsWs>),
+}
+
+impl AnyWs {
+    pub async fn send(&mut self, m: Message) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        match self {
+            AnyWs::Plain(ws) => ws.send(m).await,
+            AnyWs::Tls(ws) => ws.send(m).await,
+        }
+    }
+
+    pub async fn next(&mut self) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+        match self {
+            AnyWs::Plain(ws) => ws.next().await,
+            AnyWs::Tls(ws) => ws.next().await,
+        }
+    }
+}
 
 /// A SignalR client speaking JSON over a WebSocket.
 pub struct Client {
-    pub ws: Ws,
+    pub ws: AnyWs,
     pub connection_id: String,
     /// Messages received but not yet taken.
     pub inbox: std::collections::VecDeque<Value>,
@@ -418,7 +452,7 @@ impl Client {
         }
         match tokio_tungstenite::connect_async(request).await {
             Ok((ws, _)) => Ok(Client {
-                ws,
+                ws: AnyWs::Plain(ws),
                 connection_id,
                 inbox: Default::default(),
                 next_id: 0,
@@ -430,9 +464,18 @@ impl Client {
         }
     }
 
+    pub fn from_tls(ws: TlsWs) -> Client {
+        Client {
+            ws: AnyWs::Tls(Box::new(ws)),
+            connection_id: String::new(),
+            inbox: Default::default(),
+            next_id: 0,
+        }
+    }
+
     pub fn from_ws(ws: Ws, connection_id: String) -> Client {
         Client {
-            ws,
+            ws: AnyWs::Plain(ws),
             connection_id,
             inbox: Default::default(),
             next_id: 0,
