@@ -351,9 +351,10 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<T
 type TlsWs = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// A WebSocket over plain TCP or over TLS.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyWs {
     Plain(Ws),
-    Tls(Box<TlsWs>),
+    Tls(TlsWs),
 }
 
 impl AnyWs {
@@ -466,7 +467,7 @@ impl Client {
 
     pub fn from_tls(ws: TlsWs) -> Client {
         Client {
-            ws: AnyWs::Tls(Box::new(ws)),
+            ws: AnyWs::Tls(ws),
             connection_id: String::new(),
             inbox: Default::default(),
             next_id: 0,
