@@ -49,7 +49,7 @@ async fn send(server: &Server, token: &str, body: &str) -> u16 {
 
 async fn long_polling(io: &'static str) {
     let server = Server::builder(io)
-        .config("[connections]\nlong_poll_timeout_ms = 500\ndisconnect_timeout_ms = 1000\n")
+        .config("[connections]\nlong_poll_timeout_ms = 500\ndisconnect_timeout_ms = 3000\n")
         .start();
     let mut watcher = Client::connect(&server).await;
     watcher.expect_invocation("joined").await;
