@@ -172,6 +172,8 @@ pub struct ConnectionsConfig {
     pub outbound_queue_bytes: usize,
     pub max_groups_per_connection: usize,
     pub long_poll_timeout_ms: u64,
+    pub stateful_reconnect: bool,
+    pub stateful_reconnect_buffer_bytes: usize,
 }
 
 impl Default for ConnectionsConfig {
@@ -187,6 +189,8 @@ impl Default for ConnectionsConfig {
             outbound_queue_bytes: 1024 * 1024,
             max_groups_per_connection: 1000,
             long_poll_timeout_ms: 90_000,
+            stateful_reconnect: true,
+            stateful_reconnect_buffer_bytes: 100_000,
         }
     }
 }
@@ -463,6 +467,12 @@ impl Config {
             return Err(invalid(
                 "connections.long_poll_timeout_ms",
                 "between 10 ms and 99,999 ms (the SignalR clients give up on a poll after 100 s)",
+            ));
+        }
+        if c.stateful_reconnect_buffer_bytes < 1024 {
+            return Err(invalid(
+                "connections.stateful_reconnect_buffer_bytes",
+                "at least 1024",
             ));
         }
         if c.max_groups_per_connection == 0 {

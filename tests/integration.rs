@@ -20,6 +20,8 @@ mod limits;
 mod msgpack;
 #[path = "integration/polling.rs"]
 mod polling;
+#[path = "integration/reconnect.rs"]
+mod reconnect;
 #[path = "integration/rest.rs"]
 mod rest;
 #[path = "integration/shutdown.rs"]

@@ -169,6 +169,65 @@ pub type Wire = Rc<[u8]>;
 pub struct Queued {
     pub bytes: Wire,
     pub published: Option<Instant>,
+    /// A hub message stateful reconnect numbers (types 1 to 5), kept until acknowledged.
+    pub trackable: bool,
+}
+
+/// Stateful reconnect's record of what was sent: trackable messages written and not yet
+/// acknowledged by the client, oldest first, to replay after a reconnect.
+#[derive(Debug, Default)]
+pub struct Replay {
+    items: VecDeque<Wire>,
+    /// The sequence id of `items[0]` (ids start at 1).
+    first: u64,
+    bytes: usize,
+    limit: usize,
+}
+
+impl Replay {
+    pub fn new(limit: usize) -> Replay {
+        Replay {
+            items: VecDeque::new(),
+            first: 1,
+            bytes: 0,
+            limit,
+        }
+    }
+
+    fn push(&mut self, item: Wire) {
+        self.bytes += item.len();
+        self.items.push_back(item);
+    }
+
+    /// Drops everything up to and including `sequence_id`.
+    fn ack(&mut self, sequence_id: u64) {
+        while self.first <= sequence_id {
+            let Some(item) = self.items.pop_front() else {
+                break;
+            };
+            self.bytes -= item.len();
+            self.first += 1;
+        }
+    }
+
+    /// The id a reconnect's Sequence message announces: the oldest unacknowledged message,
+    /// or the next to be sent when all are acknowledged.
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// The id the next trackable message sent will have.
+    pub fn next(&self) -> u64 {
+        self.first + self.items.len() as u64
+    }
+
+    pub fn items(&self) -> impl Iterator<Item = &Wire> {
+        self.items.iter()
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.bytes >= self.limit
+    }
 }
 
 #[derive(Default)]
@@ -221,6 +280,23 @@ pub struct Connection {
     silent: Cell<bool>,
     /// The handshake succeeded at some point (the phase says Closing once closing).
     opened: Cell<bool>,
+    /// Stateful reconnect: what was sent and not acknowledged (`None` when off).
+    replay: RefCell<Option<Replay>>,
+    /// Stateful reconnect: trackable messages received from the client and processed.
+    received: Cell<u64>,
+    /// …of which the client has been told (by an Ack).
+    acked_received: Cell<u64>,
+    /// Stateful reconnect: after a reconnect, incoming messages are ignored until the
+    /// client's Sequence message, and then this many are duplicates to drop.
+    awaiting_sequence: Cell<bool>,
+    skip: Cell<u64>,
+    /// Stateful reconnect: when the transport went away (the connection waits for the
+    /// client to come back, up to the disconnect timeout).
+    disconnected: Cell<Option<Instant>>,
+    /// A reconnect wants this connection's transport to let go.
+    superseded: Cell<bool>,
+    /// Negotiate agreed to stateful reconnect on a transport that supports it.
+    may_be_stateful: Cell<bool>,
     pub opened_at: Instant,
     last_received: Cell<Instant>,
     last_sent: Cell<Instant>,
@@ -250,6 +326,14 @@ impl Connection {
             groups: RefCell::new(Default::default()),
             silent: Cell::new(false),
             opened: Cell::new(false),
+            replay: RefCell::new(None),
+            received: Cell::new(0),
+            acked_received: Cell::new(0),
+            awaiting_sequence: Cell::new(false),
+            skip: Cell::new(0),
+            disconnected: Cell::new(None),
+            superseded: Cell::new(false),
+            may_be_stateful: Cell::new(false),
             opened_at: now,
             last_received: Cell::new(now),
             last_sent: Cell::new(now),
@@ -272,6 +356,124 @@ impl Connection {
         if self.phase.get() == Phase::Handshaking {
             self.phase.set(Phase::Open);
         }
+    }
+
+    /// Records that negotiate agreed to stateful reconnect for this connection.
+    pub fn allow_stateful(&self) {
+        self.may_be_stateful
+            .set(self.transport == TransportKind::WebSockets);
+    }
+
+    pub fn may_be_stateful(&self) -> bool {
+        self.may_be_stateful.get()
+    }
+
+    /// Turns stateful reconnect on (a version 2 handshake on a connection that negotiated
+    /// it), keeping up to `limit` bytes of unacknowledged messages.
+    pub fn enable_replay(&self, limit: usize) {
+        *self.replay.borrow_mut() = Some(Replay::new(limit));
+    }
+
+    pub fn is_stateful(&self) -> bool {
+        self.replay.borrow().is_some()
+    }
+
+    /// Whether unacknowledged messages fill the replay buffer: the transport stops writing
+    /// until the client acknowledges (and the queue behind closes a client that never does).
+    pub fn replay_full(&self) -> bool {
+        self.replay.borrow().as_ref().is_some_and(Replay::is_full)
+    }
+
+    /// The client acknowledged everything up to `sequence_id`.
+    pub fn ack(&self, sequence_id: u64) {
+        if let Some(replay) = self.replay.borrow_mut().as_mut() {
+            replay.ack(sequence_id);
+        }
+        self.wake();
+    }
+
+    /// Calls `f` with the replay buffer (stateful connections only).
+    pub fn with_replay<R>(&self, f: impl FnOnce(&Replay) -> R) -> Option<R> {
+        self.replay.borrow().as_ref().map(f)
+    }
+
+    /// Counts a trackable message received; false if it is a duplicate to drop (after a
+    /// reconnect) or arrives before the client's Sequence message.
+    pub fn receive_trackable(&self) -> bool {
+        if self.awaiting_sequence.get() {
+            return false;
+        }
+        if self.skip.get() > 0 {
+            self.skip.set(self.skip.get() - 1);
+            return false;
+        }
+        self.received.set(self.received.get() + 1);
+        true
+    }
+
+    /// The client's Sequence message after a reconnect: its next message has `sequence_id`.
+    /// An id past what was received is fatal.
+    pub fn client_sequence(&self, sequence_id: u64) -> Result<(), u64> {
+        let next = self.received.get() + 1;
+        if sequence_id > next {
+            return Err(next);
+        }
+        self.awaiting_sequence.set(false);
+        self.skip.set(next - sequence_id);
+        Ok(())
+    }
+
+    /// Whether messages arriving now are ignored until the client's Sequence message.
+    pub fn awaiting_sequence(&self) -> bool {
+        self.awaiting_sequence.get()
+    }
+
+    /// The Ack due to the client, if it has sent messages since the last one.
+    pub fn ack_due(&self) -> Option<u64> {
+        let received = self.received.get();
+        (self.is_stateful() && received > self.acked_received.get()).then(|| {
+            self.acked_received.set(received);
+            received
+        })
+    }
+
+    /// The transport went away; the connection waits for a reconnect.
+    pub fn disconnect(&self, now: Instant) {
+        self.disconnected.set(Some(now));
+        self.superseded.set(false);
+        // A message the old socket took in part is sent whole on the next one.
+        let mut out = self.outbound.borrow_mut();
+        out.bytes += out.front_written;
+        out.front_written = 0;
+        drop(out);
+        self.wake();
+    }
+
+    /// No more waiting for the client: the connection is being taken down.
+    pub fn stop_waiting(&self) {
+        self.disconnected.set(None);
+    }
+
+    pub fn disconnected_since(&self) -> Option<Instant> {
+        self.disconnected.get()
+    }
+
+    /// A transport took the connection back after a reconnect: the client's next messages
+    /// start with its Sequence message.
+    pub fn resume(&self, now: Instant) {
+        self.disconnected.set(None);
+        self.awaiting_sequence.set(true);
+        self.last_received.set(now);
+    }
+
+    /// Asks the current transport to let go (a reconnect arrived while it still runs).
+    pub fn supersede(&self) {
+        self.superseded.set(true);
+        self.wake();
+    }
+
+    pub fn is_superseded(&self) -> bool {
+        self.superseded.get()
     }
 
     /// Whether the handshake succeeded (so a Close message is due when it ends).
@@ -312,6 +514,7 @@ impl Connection {
         out.queue.push_back(Queued {
             bytes,
             published: None,
+            trackable: false,
         });
         drop(out);
         self.wake();
@@ -319,18 +522,18 @@ impl Connection {
 
     /// Queues a message for this connection alone (an answer, a ping).
     pub fn send(&self, message: &Encoded) -> Result<(), Refused> {
-        self.push(self.wire(message), None)
+        self.push(self.wire(message), None, message.trackable())
     }
 
-    /// Queues wire bytes shared with other recipients; `published` is when the message was
-    /// published, for the publish→write latency.
+    /// Queues a published message's wire bytes, shared with other recipients; `published`
+    /// is when it was published, for the publish→write latency.
     pub fn send_wire(&self, bytes: &Wire, published: Option<Instant>) -> Result<(), Refused> {
-        self.push(bytes.clone(), published)
+        self.push(bytes.clone(), published, true)
     }
 
     /// Queues bytes already in wire form (transport control frames such as pongs).
     pub fn push_raw(&self, bytes: &[u8]) -> Result<(), Refused> {
-        self.push(Rc::from(bytes), None)
+        self.push(Rc::from(bytes), None, false)
     }
 
     /// Why the connection ends after a refused send.
@@ -342,7 +545,12 @@ impl Connection {
     /// Queues `bytes`. An empty queue takes any message, however large (a message bigger than
     /// the cap is not a slow client); otherwise a message that would pass the cap closes the
     /// connection as a slow consumer.
-    fn push(&self, bytes: Wire, published: Option<Instant>) -> Result<(), Refused> {
+    fn push(
+        &self,
+        bytes: Wire,
+        published: Option<Instant>,
+        trackable: bool,
+    ) -> Result<(), Refused> {
         if self.close.borrow().is_some() {
             return Err(Refused::Closing);
         }
@@ -354,7 +562,11 @@ impl Connection {
         }
         let was_empty = out.queue.is_empty();
         out.bytes += bytes.len();
-        out.queue.push_back(Queued { bytes, published });
+        out.queue.push_back(Queued {
+            bytes,
+            published,
+            trackable,
+        });
         drop(out);
         if was_empty {
             self.wake();
@@ -469,6 +681,11 @@ impl Connection {
                 out.front_written = 0;
                 drained.messages += 1;
                 on_message(item.published);
+                if item.trackable
+                    && let Some(replay) = self.replay.borrow_mut().as_mut()
+                {
+                    replay.push(item.bytes);
+                }
             } else {
                 out.front_written += n;
                 n = 0;
@@ -614,6 +831,46 @@ mod tests {
         // Nothing more is queued once closing.
         assert_eq!(c.push_raw(b"x"), Err(Refused::Closing));
         assert_eq!(c.queued_bytes(), 3);
+    }
+
+    #[test]
+    fn written_trackable_messages_wait_in_the_replay_buffer_until_acked() {
+        let c = conn(1 << 20);
+        c.enable_replay(10);
+        c.push(Rc::from(&b"aaaa"[..]), None, true).unwrap();
+        c.push_raw(b"ping").unwrap();
+        c.push(Rc::from(&b"bbbb"[..]), None, true).unwrap();
+        c.consume(12, Instant::now(), |_| {});
+        let (first, next, n) = c
+            .with_replay(|r| (r.first(), r.next(), r.items().count()))
+            .unwrap();
+        assert_eq!((first, next, n), (1, 3, 2), "the ping is not numbered");
+        assert!(!c.replay_full());
+        c.push(Rc::from(&b"cccc"[..]), None, true).unwrap();
+        c.consume(4, Instant::now(), |_| {});
+        assert!(c.replay_full(), "12 bytes ≥ 10");
+        c.ack(2);
+        assert_eq!(c.with_replay(|r| (r.first(), r.next())).unwrap(), (3, 4));
+        assert!(!c.replay_full());
+        c.ack(99);
+        assert_eq!(c.with_replay(|r| (r.first(), r.next())).unwrap(), (4, 4));
+    }
+
+    #[test]
+    fn received_messages_are_counted_and_duplicates_dropped_after_a_reconnect() {
+        let c = conn(1 << 20);
+        c.enable_replay(100);
+        assert!(c.receive_trackable());
+        assert!(c.receive_trackable());
+        assert_eq!(c.ack_due(), Some(2));
+        assert_eq!(c.ack_due(), None);
+        c.resume(Instant::now());
+        assert!(!c.receive_trackable(), "ignored until Sequence");
+        assert_eq!(c.client_sequence(5), Err(3), "beyond what was received");
+        c.client_sequence(2).unwrap();
+        assert!(!c.receive_trackable(), "message 2 again: a duplicate");
+        assert!(c.receive_trackable(), "message 3 is new");
+        assert_eq!(c.ack_due(), Some(3));
     }
 
     #[test]

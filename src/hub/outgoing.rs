@@ -15,6 +15,8 @@ use crate::transport::websocket::frame::{self, OpCode};
 pub struct Encoded {
     frame: Bytes,
     header_len: u8,
+    /// Whether stateful reconnect numbers it (hub message types 1 to 5).
+    trackable: bool,
 }
 
 impl Encoded {
@@ -28,6 +30,7 @@ impl Encoded {
         Encoded {
             frame,
             header_len: header_len as u8,
+            trackable: false,
         }
     }
 
@@ -35,7 +38,9 @@ impl Encoded {
     pub fn message(message: &HubMessage, protocol: Protocol) -> Encoded {
         let mut buf = frame::payload_buffer(64);
         protocol.encode(message, &mut buf);
-        Encoded::from_payload_buffer(buf, protocol)
+        let mut encoded = Encoded::from_payload_buffer(buf, protocol);
+        encoded.trackable = (1..=5).contains(&message.type_id());
+        encoded
     }
 
     /// Raw protocol bytes (a handshake answer) framed for a connection speaking `protocol`.
@@ -43,6 +48,11 @@ impl Encoded {
         let mut buf = frame::payload_buffer(bytes.len());
         buf.extend_from_slice(bytes);
         Encoded::from_payload_buffer(buf, protocol)
+    }
+
+    /// Whether stateful reconnect numbers and replays it.
+    pub fn trackable(&self) -> bool {
+        self.trackable
     }
 
     /// The whole WebSocket frame.
@@ -86,7 +96,9 @@ impl Outgoing {
         self.encoded[protocol.index()].get_or_init(|| {
             let mut buf = frame::payload_buffer(64 + self.target.len());
             protocol.encode_send(&self.target, &self.arguments, &mut buf);
-            Encoded::from_payload_buffer(buf, protocol)
+            let mut encoded = Encoded::from_payload_buffer(buf, protocol);
+            encoded.trackable = true;
+            encoded
         })
     }
 }

@@ -549,9 +549,31 @@ impl Shard {
             let now = Instant::now();
             self.clock.set(now);
             let conns: Vec<Rc<Connection>> = self.state.borrow().conns.values().cloned().collect();
+            let disconnect_timeout = Duration::from_millis(c.disconnect_timeout_ms);
             for conn in conns {
+                // Stateful reconnect: a connection without a transport waits for its client
+                // up to the disconnect timeout (or ends at once if asked to close).
+                if let Some(since) = conn.disconnected_since() {
+                    if conn.is_closing() || now - since >= disconnect_timeout {
+                        if !conn.is_closing() {
+                            conn.request_close(CloseReason::ClientGone);
+                        }
+                        conn.stop_waiting();
+                        let shard = self.clone();
+                        // Its token may still be valid: keep the id unusable a while.
+                        let until = Some(now + disconnect_timeout);
+                        tokio::task::spawn_local(async move {
+                            shard.detach(&conn, &CloseReason::ClientGone, until).await;
+                        });
+                    }
+                    continue;
+                }
                 if conn.is_closing() {
                     continue;
+                }
+                if let Some(sequence_id) = conn.ack_due() {
+                    let ack = Encoded::message(&HubMessage::Ack { sequence_id }, conn.protocol());
+                    self.send_to(&conn, &ack);
                 }
                 if let Some(since) = conn.stalled_since()
                     && now - since >= send_timeout

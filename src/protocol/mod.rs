@@ -96,6 +96,8 @@ pub enum ProtocolError {
     WrongType(&'static str, &'static str),
     #[error("Invalid MessagePack: {0}.")]
     MessagePack(String),
+    #[error("Sequence ID {0} is greater than the amount of messages received.")]
+    Sequence(u64),
     #[error("Unknown message type '{0}'.")]
     UnknownType(i64),
     #[error("The '{0}' property must not appear with '{1}'.")]

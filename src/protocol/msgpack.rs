@@ -196,10 +196,17 @@ impl<'a> Reader<'a> {
     fn map(&mut self, n: usize, depth: usize) -> Result<Value, ProtocolError> {
         let mut entries = Vec::with_capacity(self.capacity(n));
         for _ in 0..n {
+            // JSON, the other protocol, has only string keys: numbers and other scalars become
+            // their text; containers are refused (their text, nested, would grow without
+            // bound).
             let key = match self.value(depth + 1)? {
                 Value::Str(s) => s,
-                // JSON, the other protocol, has only string keys.
-                other => serde_json::to_string(&other).unwrap_or_default(),
+                scalar @ (Value::Int(_)
+                | Value::UInt(_)
+                | Value::Float(_)
+                | Value::Bool(_)
+                | Value::Null) => serde_json::to_string(&scalar).unwrap_or_default(),
+                _ => return Err(invalid("a map key must be a string or a number")),
             };
             entries.push((key, self.value(depth + 1)?));
         }
@@ -789,6 +796,11 @@ mod tests {
         );
         // A huge declared array count does not allocate: it runs out of bytes.
         assert!(err(&[0x06, 0xdd, 0xff, 0xff, 0xff, 0xff, 0x01]).contains("shorter"));
+        // Map keys: numbers become text, containers are refused.
+        let nested_key = [0x91, 0x81, 0x81, 0x01, 0x02, 0xc0];
+        let mut bytes = vec![nested_key.len() as u8];
+        bytes.extend_from_slice(&nested_key);
+        assert!(err(&bytes).contains("map key"), "{}", err(&bytes));
         // Deep nesting is refused.
         let mut deep = vec![0x91; 100];
         deep.push(0x06);

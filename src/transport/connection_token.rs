@@ -15,6 +15,7 @@ use crate::hub::ConnectionId;
 const VERSION: u8 = 1;
 const MAC_LEN: usize = 16;
 const FLAG_AUTHENTICATED: u8 = 1;
+const FLAG_STATEFUL: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionToken {
@@ -24,6 +25,8 @@ pub struct ConnectionToken {
     pub user: Option<String>,
     /// Negotiate saw a valid access token (a `token` hub requires one).
     pub authenticated: bool,
+    /// Negotiate agreed to stateful reconnect.
+    pub stateful: bool,
     /// Seconds since the Unix epoch after which the token cannot start a connection.
     pub expires: u64,
 }
@@ -52,11 +55,13 @@ impl ConnectionToken {
         let mut payload =
             Vec::with_capacity(32 + hub.len() + self.user.as_ref().map_or(0, |u| u.len()));
         payload.push(VERSION);
-        payload.push(if self.authenticated {
-            FLAG_AUTHENTICATED
-        } else {
-            0
-        });
+        payload.push(
+            if self.authenticated {
+                FLAG_AUTHENTICATED
+            } else {
+                0
+            } | if self.stateful { FLAG_STATEFUL } else { 0 },
+        );
         payload.extend_from_slice(&self.expires.to_be_bytes());
         payload.extend_from_slice(&self.id.to_bytes());
         payload.push(hub.len().min(255) as u8);
@@ -104,6 +109,7 @@ impl ConnectionToken {
             hub: hub.to_string(),
             user: (!user.is_empty()).then(|| user.to_string()),
             authenticated: flags & FLAG_AUTHENTICATED != 0,
+            stateful: flags & FLAG_STATEFUL != 0,
             expires,
         })
     }
@@ -121,6 +127,7 @@ mod tests {
             hub: "chat".into(),
             user: Some("alice".into()),
             authenticated: true,
+            stateful: true,
             expires: 1000,
         }
     }
@@ -133,6 +140,7 @@ mod tests {
         let anon = ConnectionToken {
             user: None,
             authenticated: false,
+            stateful: false,
             ..token()
         };
         assert_eq!(

@@ -33,6 +33,8 @@ pub struct Accepted {
     pub user: Option<Arc<str>>,
     /// Until when the id must stay unusable after the connection ends (its token's expiry).
     pub until: Option<Instant>,
+    /// Negotiate agreed to stateful reconnect.
+    pub stateful: bool,
 }
 
 /// Decodes the connection token of a request for `hub`; `None` if it is missing, forged,
@@ -83,6 +85,7 @@ pub fn accept(
                 hub: hub.id,
                 user: user.map(Arc::from),
                 until: Some(Instant::now() + Duration::from_secs(left)),
+                stateful: token.stateful,
             }
         }
         None => Accepted {
@@ -90,6 +93,7 @@ pub fn accept(
             hub: hub.id,
             user: principal.and_then(|p| p.user_id).map(Arc::from),
             until: None,
+            stateful: false,
         },
     })
 }
@@ -151,7 +155,7 @@ where
     match *req.method() {
         Method::GET if websocket::is_upgrade(req.headers()) => {
             enabled(&hub, TransportKind::WebSockets)?;
-            websocket::upgrade::<S>(shard, req, &hub, id.as_deref(), query.as_deref())
+            websocket::upgrade::<S>(shard, req, &hub, id.as_deref(), query.as_deref()).await
         }
         Method::GET if wants_event_stream(req.headers()) => {
             enabled(&hub, TransportKind::ServerSentEvents)?;

@@ -109,6 +109,17 @@ pub fn negotiate(
             .min(MAX_NEGOTIATE_VERSION),
     };
     let principal = authenticate_client(node, hub, req.headers(), query)?;
+    // Stateful reconnect only when the client asks (a client that did not ask fails when the
+    // server offers it) and the server and hub allow it (WebSockets only).
+    let stateful = node.config.connections.stateful_reconnect
+        && hub
+            .transports
+            .contains(&crate::hub::TransportKind::WebSockets)
+        && query.is_some_and(|q| {
+            form_urlencoded::parse(q.as_bytes()).any(|(k, v)| {
+                k.eq_ignore_ascii_case("useStatefulReconnect") && v.eq_ignore_ascii_case("true")
+            })
+        });
     let id = ConnectionId::random();
     let ttl = node
         .config
@@ -121,6 +132,7 @@ pub fn negotiate(
         hub: hub.name.to_ascii_lowercase(),
         user: principal.as_ref().and_then(|p| p.user_id.clone()),
         authenticated: principal.is_some(),
+        stateful,
         expires: jwt::unix_now() + ttl,
     }
     .encode(&node.keys.connection);
@@ -138,7 +150,7 @@ pub fn negotiate(
         .collect();
     // Version 0 has no separate token: the client sends `connectionId` back as `id`. Herald
     // still keeps the public id apart (hub members see the short id, never the secret token).
-    let body = if version == 0 {
+    let mut body = if version == 0 {
         json!({
             "connectionId": token,
             "negotiateVersion": 0,
@@ -152,6 +164,9 @@ pub fn negotiate(
             "availableTransports": transports,
         })
     };
+    if stateful {
+        body["useStatefulReconnect"] = json!(true);
+    }
     let mut response = super::http::json(StatusCode::OK, &body);
     response.headers_mut().insert(
         http::header::CACHE_CONTROL,

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use crate::fault::CloseReason;
 use crate::hub::dispatch::dispatch;
 use crate::hub::{Connection, Encoded, Shard};
-use crate::protocol::{Protocol, ProtocolError, RECORD_SEPARATOR, handshake};
+use crate::protocol::{HubMessage, Protocol, ProtocolError, RECORD_SEPARATOR, handshake};
 
 pub struct Session {
     shard: Rc<Shard>,
@@ -22,6 +22,16 @@ impl Session {
             shard,
             conn,
             handshaken: false,
+            pending: Vec::new(),
+        }
+    }
+
+    /// A session for a connection resumed after a reconnect: the handshake is long done.
+    pub fn resumed(shard: Rc<Shard>, conn: Rc<Connection>) -> Session {
+        Session {
+            shard,
+            conn,
+            handshaken: true,
             pending: Vec::new(),
         }
     }
@@ -71,6 +81,16 @@ impl Session {
             };
             let answer = Encoded::raw(&handshake::encode_response(None), protocol);
             self.conn.send(&answer).map_err(|_| self.conn.refusal())?;
+            // Version 2 turns stateful reconnect on, if negotiate agreed to it.
+            if request.version >= 2 && self.conn.may_be_stateful() {
+                let limit = self
+                    .shard
+                    .node
+                    .config
+                    .connections
+                    .stateful_reconnect_buffer_bytes;
+                self.conn.enable_replay(limit);
+            }
             self.handshaken = true;
             self.shard.open(&self.conn, protocol).await;
             buf = &buf[used..];
@@ -79,8 +99,11 @@ impl Session {
         loop {
             match protocol.decode(buf, limit) {
                 Ok(Some((message, used))) => {
-                    dispatch(&self.shard, &self.conn, message).await?;
                     buf = &buf[used..];
+                    if self.conn.is_stateful() && !self.sequence(&message)? {
+                        continue;
+                    }
+                    dispatch(&self.shard, &self.conn, message).await?;
                 }
                 Ok(None) => break,
                 Err(e) => return Err(CloseReason::Protocol(e)),
@@ -89,6 +112,26 @@ impl Session {
         self.keep(buf);
         drop(owned);
         Ok(())
+    }
+
+    /// Stateful reconnect's bookkeeping of one incoming message: numbers trackable ones,
+    /// drops duplicates replayed after a reconnect (and everything before the client's
+    /// Sequence message), applies Acks and Sequences. Returns whether to dispatch it.
+    fn sequence(&mut self, message: &HubMessage) -> Result<bool, CloseReason> {
+        match message {
+            HubMessage::Sequence { sequence_id } => {
+                self.conn
+                    .client_sequence(*sequence_id)
+                    .map_err(|_| CloseReason::Protocol(ProtocolError::Sequence(*sequence_id)))?;
+                Ok(false)
+            }
+            HubMessage::Ack { sequence_id } => {
+                self.conn.ack(*sequence_id);
+                Ok(false)
+            }
+            m if (1..=5).contains(&m.type_id()) => Ok(self.conn.receive_trackable()),
+            _ => Ok(!self.conn.awaiting_sequence()),
+        }
     }
 
     /// Whether `more` may complete the message waiting in `pending`: text messages end at a

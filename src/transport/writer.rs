@@ -24,7 +24,9 @@ pub fn poll_write_queue<S: AsyncWrite + Unpin>(
     written: &mut usize,
 ) -> Poll<io::Result<()>> {
     let mut wrote = false;
-    while conn.has_queued() {
+    // Stateful reconnect: with the replay buffer full, nothing more is sent until the client
+    // acknowledges (an Ack wakes the connection).
+    while conn.has_queued() && !conn.replay_full() {
         match conn.with_queued(|slices| Pin::new(&mut *io).poll_write_vectored(cx, slices)) {
             Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
             Poll::Ready(Ok(n)) => {

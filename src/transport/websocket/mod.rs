@@ -7,6 +7,7 @@
 //! read buffer and no timer.
 
 pub mod frame;
+pub mod relay;
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -61,7 +62,7 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Answers a WebSocket upgrade for the connection URL: with `id`, it starts the connection
 /// negotiate created; without, it creates one (skipNegotiation).
-pub fn upgrade<S>(
+pub async fn upgrade<S>(
     shard: &Rc<Shard>,
     mut req: Request<Incoming>,
     hub: &HubDef,
@@ -96,15 +97,29 @@ where
         ))?
         .clone();
     let accepted = endpoint::accept(shard, hub, headers, query, id)?;
-    endpoint::claim(shard, &accepted, TransportKind::WebSockets)?;
+    let resume = match endpoint::claim(shard, &accepted, TransportKind::WebSockets) {
+        Ok(()) => None,
+        // A stateful connection's WebSocket coming back: served through a relay to the
+        // shard that holds the connection.
+        Err(HttpFault::ConnectionActive) if accepted.stateful => {
+            Some(relay::claim(shard, accepted.id).await?)
+        }
+        Err(e) => return Err(e),
+    };
 
     let upgrade = hyper::upgrade::on(&mut req);
     let task_shard = shard.clone();
     tokio::task::spawn_local(async move {
         let (id, until) = (accepted.id, accepted.until);
-        match upgrade.await.map(|u| u.downcast::<TokioIo<S>>()) {
-            Ok(Ok(parts)) => run(task_shard, parts.io.into_inner(), parts.read_buf, accepted).await,
-            _ => task_shard.node.registry.end(id, until),
+        match (upgrade.await.map(|u| u.downcast::<TokioIo<S>>()), resume) {
+            (Ok(Ok(parts)), None) => {
+                run(task_shard, parts.io.into_inner(), parts.read_buf, accepted).await
+            }
+            (Ok(Ok(parts)), Some(owner)) => {
+                relay::serve(task_shard, parts.io.into_inner(), parts.read_buf, owner, id).await
+            }
+            (_, None) => task_shard.node.registry.end(id, until),
+            (_, Some(_)) => {}
         }
     });
 
@@ -143,6 +158,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         TransportKind::WebSockets,
         limits.outbound_queue_bytes,
     ));
+    if accepted.stateful {
+        conn.allow_stateful();
+    }
     shard.attach(conn.clone());
     // Shutdown may have begun between the upgrade request and now.
     if shard.node.is_shutting_down() {
@@ -193,6 +211,13 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     };
+    // With stateful reconnect, a transport that went away (or gave way to a reconnect) is
+    // not the end: the connection waits for the client to come back.
+    if conn.is_stateful() && (reason == CloseReason::ClientGone || conn.is_superseded()) {
+        conn.disconnect(Instant::now());
+        let _ = tokio::time::timeout(Duration::from_millis(100), io.shutdown()).await;
+        return;
+    }
     Box::pin(finish(
         &shard,
         &conn,
@@ -219,6 +244,9 @@ fn poll_step<S: AsyncRead + AsyncWrite + Unpin>(
     }
     if let Some(reason) = conn.close_reason() {
         return Poll::Ready(Step::Closed(reason));
+    }
+    if conn.is_superseded() {
+        return Poll::Ready(Step::Closed(CloseReason::ClientGone));
     }
     for _ in 0..READS_PER_WAKE {
         let mut scratch = shard.scratch();
