@@ -14,7 +14,7 @@ use clap::Parser;
 use herald_loadtest::client::Target;
 use herald_loadtest::report::{Report, ServerSample};
 use herald_loadtest::scenario::{self, Kind, Outcome, Phase, Plan};
-use herald_loadtest::wire::Mode;
+use herald_loadtest::wire::{Mode, Transport};
 use tokio::sync::watch;
 
 #[global_allocator]
@@ -53,9 +53,13 @@ struct Args {
     /// SignalR hub name.
     #[arg(long, default_value = "chat")]
     hub: String,
-    /// Wire protocol: SignalR JSON, raw WebSocket text frames, or Socket.IO.
+    /// Wire protocol: SignalR JSON or MessagePack, raw WebSocket text frames, or Socket.IO.
     #[arg(long, value_enum, default_value = "signalr-json")]
     mode: Mode,
+    /// How SignalR clients connect: WebSockets, Server-Sent Events (JSON only) or long polling
+    /// (other modes always use WebSockets).
+    #[arg(long, value_enum, default_value = "websockets")]
+    transport: Transport,
     /// WebSocket path for raw mode.
     #[arg(long, default_value = "/")]
     path: String,
@@ -144,6 +148,11 @@ fn target(args: &Args) -> anyhow::Result<Target> {
         hub: args.hub.clone(),
         path: args.path.clone(),
         mode: args.mode,
+        transport: if args.mode.protocol().is_some() {
+            args.transport
+        } else {
+            Transport::WebSockets
+        },
         token: args.token.clone(),
     })
 }
@@ -380,8 +389,16 @@ fn main() -> ExitCode {
 fn lead(args: &Args) -> anyhow::Result<()> {
     let plan = plan(args);
     let target = target(args)?;
-    if matches!(plan.kind, Kind::Groups | Kind::Echo) && args.mode != Mode::SignalrJson {
-        bail!("the groups and echo scenarios need a SignalR hub (--mode signalr-json)");
+    if matches!(plan.kind, Kind::Groups | Kind::Echo) && args.mode.protocol().is_none() {
+        bail!(
+            "the groups and echo scenarios need a SignalR hub (--mode signalr-json or signalr-msgpack)"
+        );
+    }
+    if args.transport != Transport::WebSockets && args.mode.protocol().is_none() {
+        bail!("--transport applies to SignalR modes only");
+    }
+    if args.transport == Transport::ServerSentEvents && args.mode != Mode::SignalrJson {
+        bail!("Server-Sent Events carry text only: use --mode signalr-json");
     }
     let server_before_connect = args.server_pid.map(ServerSample::read).transpose()?;
     let connect_started = Instant::now();
@@ -459,6 +476,7 @@ fn lead(args: &Args) -> anyhow::Result<()> {
     let report = Report::new(
         &plan,
         args.mode,
+        target.transport,
         &outcome,
         connect_secs,
         run_started_ns,

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::scenario::{Kind, Outcome, Plan};
 use crate::stats::{Percentiles, histogram};
-use crate::wire::Mode;
+use crate::wire::{Mode, Transport};
 
 /// The server process's CPU time and memory at one moment.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -91,6 +91,7 @@ pub struct Server {
 pub struct Report {
     pub scenario: Kind,
     pub mode: Mode,
+    pub transport: Transport,
     pub connections: Connections,
     pub traffic: Option<Traffic>,
     pub echo: Option<Echo>,
@@ -105,6 +106,7 @@ impl Report {
     pub fn new(
         plan: &Plan,
         mode: Mode,
+        transport: Transport,
         o: &Outcome,
         connect_secs: f64,
         run_started_ns: u64,
@@ -177,6 +179,7 @@ impl Report {
         Report {
             scenario: plan.kind,
             mode,
+            transport,
             connections,
             traffic,
             echo,
@@ -189,7 +192,11 @@ impl Report {
     pub fn table(&self) -> String {
         let mut t = String::new();
         let c = &self.connections;
-        let _ = writeln!(t, "scenario        {:?} ({:?})", self.scenario, self.mode);
+        let _ = writeln!(
+            t,
+            "scenario        {:?} ({:?} over {:?})",
+            self.scenario, self.mode, self.transport
+        );
         let _ = writeln!(
             t,
             "connections     {} of {} in {:.2} s ({:.0}/s), {} failed",

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use herald::protocol::Value;
+use herald::protocol::{Protocol, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -338,8 +338,9 @@ async fn connection(
     // SignalR groups: join before anything is published.
     if plan.kind == Kind::Groups {
         let group = format!("g{}", i / plan.group_size);
-        let join = wire::signalr_send("JoinGroup", vec![Value::Str(group)]);
-        if let Err(e) = writer.send_text(&join).await {
+        let protocol = writer.protocol().unwrap_or(Protocol::Json);
+        let join = wire::signalr_send(protocol, "JoinGroup", vec![Value::Str(group)]);
+        if let Err(e) = writer.send(&join).await {
             ThreadStats::error(&mut stats.borrow_mut().outcome.errors, e);
         }
     }
@@ -459,8 +460,9 @@ fn encode(plan: &Plan, mode: Mode, id: u32, seq: u64, out: &mut Vec<u8>) {
         sent_ns: wire::now_ns(),
     }
     .text(plan.size);
-    match (mode, plan.kind) {
-        (Mode::SignalrJson, Kind::Groups) => out.extend(wire::signalr_send(
+    match (mode.protocol(), plan.kind) {
+        (Some(protocol), Kind::Groups) => out.extend(wire::signalr_send(
+            protocol,
             "SendToGroup",
             vec![
                 Value::Str(format!("g{id}")),
@@ -468,12 +470,13 @@ fn encode(plan: &Plan, mode: Mode, id: u32, seq: u64, out: &mut Vec<u8>) {
                 Value::Str(text),
             ],
         )),
-        (Mode::SignalrJson, _) => out.extend(wire::signalr_send(
+        (Some(protocol), _) => out.extend(wire::signalr_send(
+            protocol,
             "Send",
             vec![Value::from("lt"), Value::Str(text)],
         )),
-        (Mode::Raw, _) => out.extend(text.into_bytes()),
-        (Mode::Socketio, _) => out.extend(wire::socketio_emit(&text).into_bytes()),
+        (None, _) if mode == Mode::Socketio => out.extend(wire::socketio_emit(&text).into_bytes()),
+        (None, _) => out.extend(text.into_bytes()),
     }
 }
 
@@ -481,20 +484,26 @@ fn encode(plan: &Plan, mode: Mode, id: u32, seq: u64, out: &mut Vec<u8>) {
 /// server closes clients it has not heard from within its client timeout).
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
-/// Sends SignalR pings until the run reaches `until`.
+/// Sends pings, where the transport needs them, until the run reaches `until`.
 async fn keep_alive(writer: &mut Writer, mut phase: watch::Receiver<Phase>, until: Phase) {
-    let ping = b"{\"type\":6}\x1e";
+    let ping = writer.keep_alive_payload();
     loop {
         tokio::select! {
             _ = phase.wait_for(|p| *p >= until) => return,
             _ = tokio::time::sleep(KEEP_ALIVE) => {
-                if writer.mode == Mode::SignalrJson && writer.send_text(ping).await.is_err() {
+                if let Some(ping) = &ping
+                    && writer.send(ping).await.is_err()
+                {
                     return;
                 }
             }
         }
     }
 }
+
+/// Most bytes one write (or one long-polling `POST`) carries; well under the server's
+/// default frame limit.
+const BATCH_BYTES: usize = 256 * 1024;
 
 /// Publishes numbered messages at this publisher's share of the rate while running.
 async fn publish(
@@ -523,7 +532,7 @@ async fn publish(
         batch.clear();
         // One write carries every message due, each in its own frame.
         let until = due.min(seq + 1024);
-        while seq < until {
+        while seq < until && batch.len() < BATCH_BYTES {
             frame.clear();
             encode(&plan, writer.mode, id, seq, &mut frame);
             writer.frame_into(&frame, &mut batch);
@@ -551,6 +560,7 @@ async fn echo(
 ) {
     keep_alive(&mut writer, phase.clone(), Phase::Running).await;
     let text = "x".repeat(plan.size);
+    let protocol = writer.protocol().unwrap_or(Protocol::Json);
     let mut n = 0u64;
     let mut records = Vec::new();
     while *phase.borrow() == Phase::Running {
@@ -558,7 +568,8 @@ async fn echo(
         let id = n.to_string();
         let t0 = Instant::now();
         if let Err(e) = writer
-            .send_text(&wire::signalr_invoke(
+            .send(&wire::signalr_invoke(
+                protocol,
                 &id,
                 "Echo",
                 vec![Value::from(text.as_str())],

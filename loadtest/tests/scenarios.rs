@@ -158,3 +158,67 @@ fn every_scenario_adds_up() {
         t["published"].as_u64().unwrap() * 40
     );
 }
+
+/// Every protocol over every transport the server offers carries the same traffic losslessly.
+#[test]
+fn every_transport_and_protocol_adds_up() {
+    let server = start();
+    for (mode, transport) in [
+        ("signalr-msgpack", "websockets"),
+        ("signalr-json", "serversentevents"),
+        ("signalr-json", "longpolling"),
+        ("signalr-msgpack", "longpolling"),
+    ] {
+        let r = run(
+            &server,
+            &[
+                "broadcast",
+                "-n",
+                "20",
+                "-p",
+                "2",
+                "-r",
+                "400",
+                "--mode",
+                mode,
+                "--transport",
+                transport,
+            ],
+        );
+        let t = &r["traffic"];
+        assert_eq!(r["transport"].as_str().unwrap().to_lowercase(), transport);
+        assert_eq!(
+            r["connections"]["connected"], 20,
+            "{mode} {transport}: {r:#}"
+        );
+        let published = t["published"].as_u64().unwrap();
+        assert!(published > 100, "{mode} {transport}: {r:#}");
+        assert_eq!(t["expected"].as_u64().unwrap(), published * 20);
+        assert_eq!(t["received"], t["expected"], "{mode} {transport}: {r:#}");
+        assert_eq!(t["strays"], 0, "{mode} {transport}: {r:#}");
+
+        let r = run(
+            &server,
+            &["echo", "-n", "2", "--mode", mode, "--transport", transport],
+        );
+        assert!(
+            r["echo"]["calls"].as_u64().unwrap() > 20,
+            "{mode} {transport}: {r:#}"
+        );
+        assert_eq!(r["dropped"], 0, "{mode} {transport}: {r:#}");
+    }
+    // Server-Sent Events are text only: a binary protocol over them is refused up front.
+    let out = Command::new(env!("CARGO_BIN_EXE_herald-loadtest"))
+        .args([
+            "broadcast",
+            "--url",
+            &server.url,
+            "--mode",
+            "signalr-msgpack",
+        ])
+        .args(["--transport", "serversentevents"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("text only"));
+}
