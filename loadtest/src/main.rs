@@ -21,7 +21,8 @@ use tokio::sync::watch;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Descriptors one worker process may use for connections (the machine's hard limit is
-/// 20,000 per process; some are kept for the process itself).
+/// 20,000 per process; some are kept for the process itself). A client that does not use
+/// WebSockets takes two.
 const CONNECTIONS_PER_WORKER: usize = 18_000;
 
 /// Connections per source address (the default ephemeral port range holds about 28,000).
@@ -164,12 +165,18 @@ fn plan(args: &Args) -> Plan {
         Scenario::Groups => (Kind::Groups, args.groups * args.group_size),
         Scenario::Echo => (Kind::Echo, args.connections),
     };
+    // Without WebSockets a client holds two sockets: one to receive, one to send.
+    let sockets = if args.mode.protocol().is_some() && args.transport != Transport::WebSockets {
+        2
+    } else {
+        1
+    };
     let workers = args
         .workers
-        .max(connections.div_ceil(CONNECTIONS_PER_WORKER))
+        .max(connections.div_ceil(CONNECTIONS_PER_WORKER / sockets))
         .max(1);
-    let sources = if args.sources.is_empty() && connections > SOURCE_PORTS {
-        (0..connections.div_ceil(SOURCE_PORTS))
+    let sources = if args.sources.is_empty() && connections * sockets > SOURCE_PORTS {
+        (0..(connections * sockets).div_ceil(SOURCE_PORTS))
             .map(|i| IpAddr::from([127, 0, 0, 1 + i as u8]))
             .collect()
     } else {

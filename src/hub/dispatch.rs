@@ -420,6 +420,35 @@ mod tests {
                         .to_string()
                 ]
             );
+            // A method that exists but does not stream gets the error ASP.NET Core gives.
+            let stream = HubMessage::StreamInvocation {
+                invocation_id: "e".into(),
+                target: "Echo".into(),
+                arguments: vec![Value::from("x")],
+                stream_ids: vec![],
+            };
+            dispatch(&shards[0], &a, stream).await.unwrap();
+            assert_eq!(
+                drain(&a),
+                vec![
+                    r#"{"type":3,"invocationId":"e","error":"The client attempted to invoke the non-streaming 'Echo' method with a streaming invocation."}"#
+                        .to_string()
+                ]
+            );
+            // Cancels and stream items for invocations that do not exist are ignored, and the
+            // connection carries on.
+            for ignored in [
+                HubMessage::CancelInvocation {
+                    invocation_id: "nope".into(),
+                },
+                HubMessage::StreamItem {
+                    invocation_id: "nope".into(),
+                    item: Value::from(1),
+                },
+            ] {
+                dispatch(&shards[0], &a, ignored).await.unwrap();
+            }
+            assert!(drain(&a).is_empty());
             assert_eq!(
                 dispatch(
                     &shards[0],
