@@ -57,6 +57,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub auth: AuthConfig,
     pub connections: ConnectionsConfig,
+    pub cluster: ClusterConfig,
     pub log: LogConfig,
     pub hubs: BTreeMap<String, HubConfig>,
 }
@@ -191,6 +192,60 @@ impl Default for ConnectionsConfig {
             long_poll_timeout_ms: 90_000,
             stateful_reconnect: true,
             stateful_reconnect_buffer_bytes: 100_000,
+        }
+    }
+}
+
+/// How nodes share cluster state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackplaneKind {
+    /// One node: nothing leaves the process.
+    Local,
+    /// Redis Streams: every node reads every partition stream.
+    Redis,
+}
+
+/// Scale-out: the backplane that carries publishes, membership changes, closes and presence
+/// between nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub backplane: BackplaneKind,
+    pub node_id: String,
+    pub redis_urls: Vec<String>,
+    pub stream_prefix: String,
+    pub partitions: usize,
+    pub stream_max_len: usize,
+    pub stream_max_age_ms: u64,
+    pub batch_max_messages: usize,
+    pub buffer_max_messages: usize,
+    pub replay_window_ms: u64,
+    pub replay_window_messages: usize,
+    pub heartbeat_interval_ms: u64,
+    pub node_timeout_ms: u64,
+    pub query_timeout_ms: u64,
+    pub reconnect_max_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            backplane: BackplaneKind::Local,
+            node_id: String::new(),
+            redis_urls: vec!["redis://127.0.0.1:6379".into()],
+            stream_prefix: "herald".into(),
+            partitions: 16,
+            stream_max_len: 100_000,
+            stream_max_age_ms: 300_000,
+            batch_max_messages: 512,
+            buffer_max_messages: 100_000,
+            replay_window_ms: 60_000,
+            replay_window_messages: 100_000,
+            heartbeat_interval_ms: 1_000,
+            node_timeout_ms: 10_000,
+            query_timeout_ms: 2_000,
+            reconnect_max_ms: 2_000,
         }
     }
 }
@@ -454,6 +509,59 @@ impl Config {
                 "must be below connections.client_timeout_ms (clients time out after the same interval)",
             ));
         }
+        let k = &self.cluster;
+        if k.backplane == BackplaneKind::Redis {
+            if k.redis_urls.is_empty() {
+                return Err(invalid("cluster.redis_urls", "at least one URL"));
+            }
+            for url in &k.redis_urls {
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    return Err(invalid(
+                        "cluster.redis_urls",
+                        format!("`{url}` is not a redis:// URL"),
+                    ));
+                }
+            }
+        }
+        if k.partitions == 0 || k.partitions > 4096 {
+            return Err(invalid("cluster.partitions", "1 to 4096"));
+        }
+        if k.partitions < k.redis_urls.len() {
+            return Err(invalid(
+                "cluster.partitions",
+                "at least one partition per Redis URL",
+            ));
+        }
+        if k.stream_prefix.is_empty() {
+            return Err(invalid("cluster.stream_prefix", "must not be empty"));
+        }
+        if k.node_id.len() > 128 {
+            return Err(invalid("cluster.node_id", "at most 128 characters"));
+        }
+        for (key, value) in [
+            ("cluster.stream_max_len", k.stream_max_len),
+            ("cluster.batch_max_messages", k.batch_max_messages),
+            ("cluster.buffer_max_messages", k.buffer_max_messages),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be positive"));
+            }
+        }
+        for (key, value) in [
+            ("cluster.heartbeat_interval_ms", k.heartbeat_interval_ms),
+            ("cluster.query_timeout_ms", k.query_timeout_ms),
+            ("cluster.reconnect_max_ms", k.reconnect_max_ms),
+        ] {
+            if value < 10 {
+                return Err(invalid(key, "at least 10 ms"));
+            }
+        }
+        if k.node_timeout_ms < 2 * k.heartbeat_interval_ms {
+            return Err(invalid(
+                "cluster.node_timeout_ms",
+                "at least twice cluster.heartbeat_interval_ms",
+            ));
+        }
         if c.max_message_bytes < 256 {
             return Err(invalid("connections.max_message_bytes", "at least 256"));
         }
@@ -679,6 +787,8 @@ mod tests {
         assert_eq!(toml::Value::try_from(&file.auth).unwrap(), code);
         let code = toml::Value::try_from(LogConfig::default()).unwrap();
         assert_eq!(toml::Value::try_from(&file.log).unwrap(), code);
+        let code = toml::Value::try_from(ClusterConfig::default()).unwrap();
+        assert_eq!(toml::Value::try_from(&file.cluster).unwrap(), code);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! | [`transport`] | HTTP routing, negotiate, the WebSocket transport |
 //! | [`hub`] | hub definitions, connections, indexes, dispatcher, fan-out |
 //! | [`api`] | the server REST API (Azure SignalR data-plane compatible) |
+//! | [`backplane`] | scale-out: the Redis Streams backplane, the cluster directory |
 //! | [`identity`] | access keys and tokens |
 //! | [`metrics`] | counters, latency histograms, Prometheus exposition |
 //! | [`fault`] | every error a client can see, with its stable code |
@@ -18,6 +19,7 @@
 //! reaches the other shards through their lock-free inboxes.
 
 pub mod api;
+pub mod backplane;
 pub mod config;
 pub mod fault;
 pub mod hub;

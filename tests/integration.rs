@@ -12,6 +12,8 @@ mod bad_input;
 mod chat;
 #[path = "integration/cli.rs"]
 mod cli;
+#[path = "integration/cluster.rs"]
+mod cluster;
 #[path = "integration/compat.rs"]
 mod compat;
 #[path = "integration/limits.rs"]

@@ -16,6 +16,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::Value as Json;
 
+use crate::backplane::envelope::Body as ClusterMsg;
 use crate::fault::{CloseReason, HttpFault};
 use crate::hub::definition::HubDef;
 use crate::hub::dispatch::MAX_GROUP_NAME;
@@ -129,6 +130,13 @@ pub async fn handle(
             let reason = CloseReason::ClosedByServer(
                 query_param(query.as_deref(), "reason").map(|r| r.into_owned()),
             );
+            if let Some(cluster) = &shard.node.cluster {
+                let text = match &reason {
+                    CloseReason::ClosedByServer(text) => text.clone(),
+                    _ => None,
+                };
+                cluster.close(hub.id, &target, &excluded, text);
+            }
             shard
                 .to_all(|| ShardMsg::Close {
                     hub: hub.id,
@@ -149,25 +157,34 @@ pub async fn handle(
         }
         Op::CloseConnection(conn) => {
             let id = connection(shard, &hub, &conn)?;
-            let reason = CloseReason::ClosedByServer(
-                query_param(query.as_deref(), "reason").map(|r| r.into_owned()),
-            );
-            shard
+            let text = query_param(query.as_deref(), "reason").map(|r| r.into_owned());
+            let local = shard
                 .to_owner(
                     id,
                     ShardMsg::Close {
                         hub: hub.id,
                         target: Target::Connection(id),
                         excluded: Arc::new(Vec::new()),
-                        reason,
+                        reason: CloseReason::ClosedByServer(text.clone()),
                     },
                 )
                 .await;
+            if !local && let Some(cluster) = &shard.node.cluster {
+                cluster.close(hub.id, &Target::Connection(id), &[], text);
+            }
             Ok(status(accepted))
         }
         Op::LeaveAllGroups(conn) => {
             let id = connection(shard, &hub, &conn)?;
-            shard.to_owner(id, ShardMsg::LeaveAll { conn: id }).await;
+            if !shard.to_owner(id, ShardMsg::LeaveAll { conn: id }).await
+                && let Some(cluster) = &shard.node.cluster
+            {
+                let body = ClusterMsg::LeaveAll {
+                    hub: cluster.hub_string(hub.id),
+                    conn: id.0,
+                };
+                cluster.to_connection(hub.id, id, body);
+            }
             Ok(status(accepted))
         }
         Op::GroupExists(group) => exists(
@@ -191,11 +208,35 @@ pub async fn handle(
             let group = group_name(&group)?;
             let id = connection(shard, &hub, &conn)?;
             let msg = if add {
-                ShardMsg::Join { conn: id, group }
+                ShardMsg::Join {
+                    conn: id,
+                    group: group.clone(),
+                }
             } else {
-                ShardMsg::Leave { conn: id, group }
+                ShardMsg::Leave {
+                    conn: id,
+                    group: group.clone(),
+                }
             };
-            shard.to_owner(id, msg).await;
+            if !shard.to_owner(id, msg).await
+                && let Some(cluster) = &shard.node.cluster
+            {
+                let (hub_name, conn, group) = (cluster.hub_string(hub.id), id.0, group.to_string());
+                let body = if add {
+                    ClusterMsg::Join {
+                        hub: hub_name,
+                        conn,
+                        group,
+                    }
+                } else {
+                    ClusterMsg::Leave {
+                        hub: hub_name,
+                        conn,
+                        group,
+                    }
+                };
+                cluster.to_connection(hub.id, id, body);
+            }
             Ok(status(accepted))
         }
         Op::UserInGroup { user, group } => exists(
@@ -225,6 +266,19 @@ pub async fn handle(
                     }
                 },
             };
+            if let Some(cluster) = &shard.node.cluster {
+                let until_ms = until.map(|until| {
+                    let left = until.saturating_duration_since(Instant::now());
+                    crate::backplane::unix_us() / 1000 + left.as_millis() as u64
+                });
+                let body = ClusterMsg::AddUserToGroup {
+                    hub: cluster.hub_string(hub.id),
+                    user: user.to_string(),
+                    group: group.to_string(),
+                    until_ms,
+                };
+                cluster.to_user(hub.id, &user, body);
+            }
             shard
                 .to_all(|| ShardMsg::AddUserToGroup {
                     hub: hub.id,
@@ -237,6 +291,14 @@ pub async fn handle(
         }
         Op::RemoveUserFromGroup { user, group } => {
             let (user, group) = (user_id(&user)?, group_name(&group)?);
+            if let Some(cluster) = &shard.node.cluster {
+                let body = ClusterMsg::RemoveUserFromGroup {
+                    hub: cluster.hub_string(hub.id),
+                    user: user.to_string(),
+                    group: group.to_string(),
+                };
+                cluster.to_user(hub.id, &user, body);
+            }
             shard
                 .to_all(|| ShardMsg::RemoveUserFromGroup {
                     hub: hub.id,
@@ -252,6 +314,13 @@ pub async fn handle(
         }
         Op::RemoveUserFromAllGroups(user) => {
             let user = user_id(&user)?;
+            if let Some(cluster) = &shard.node.cluster {
+                let body = ClusterMsg::RemoveUserFromAllGroups {
+                    hub: cluster.hub_string(hub.id),
+                    user: user.to_string(),
+                };
+                cluster.to_user(hub.id, &user, body);
+            }
             shard
                 .to_all(|| ShardMsg::RemoveUserFromAllGroups {
                     hub: hub.id,
@@ -379,8 +448,12 @@ fn parse_id(text: &str) -> Result<ConnectionId, HttpFault> {
 /// The id of an active connection of `hub` on this node.
 fn connection(shard: &Shard, hub: &HubDef, text: &str) -> Result<ConnectionId, HttpFault> {
     let id = parse_id(text)?;
-    match shard.node.registry.locate(id) {
-        Some((_, h)) if h == hub.id => Ok(id),
+    let found = match shard.node.registry.locate(id) {
+        Some((_, h)) => Some(h),
+        None => shard.node.cluster.as_ref().and_then(|c| c.locate(id)),
+    };
+    match found {
+        Some(h) if h == hub.id => Ok(id),
         _ => Err(HttpFault::ConnectionNotFound),
     }
 }

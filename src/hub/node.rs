@@ -328,6 +328,8 @@ pub struct Node {
     pub io: &'static str,
     /// TLS termination, when configured.
     pub tls: Option<crate::transport::tls::Tls>,
+    /// The Redis backplane; `None` is the `local` backplane (a cluster of one).
+    pub cluster: Option<Arc<crate::backplane::Cluster>>,
 }
 
 impl Node {
@@ -343,7 +345,15 @@ impl Node {
     ) -> Arc<Node> {
         let hubs = Hubs::from_config(&config);
         let capacity = config.server.inbox_capacity;
+        let cluster = match config.cluster.backplane {
+            crate::config::BackplaneKind::Local => None,
+            crate::config::BackplaneKind::Redis => Some(Arc::new(crate::backplane::Cluster::new(
+                &config.cluster,
+                &hubs,
+            ))),
+        };
         Arc::new(Node {
+            cluster,
             keys: Keys::new(&config.auth.access_key),
             registry: Registry::default(),
             inboxes: (0..shards).map(|_| Inbox::new(capacity)).collect(),
@@ -365,14 +375,21 @@ impl Node {
         &self.inboxes[shard]
     }
 
-    /// Connections of the hub on this node.
+    /// Connections of the hub in the whole cluster.
     pub fn count(&self, hub: HubId) -> i64 {
-        self.counts[hub as usize].load(Ordering::Relaxed)
+        self.counts[hub as usize].load(Ordering::Relaxed) + self.remote_count(hub)
     }
 
-    /// Adds `delta` to the hub's count and returns the new count.
+    /// Connections of the hub on the other nodes.
+    fn remote_count(&self, hub: HubId) -> i64 {
+        self.cluster.as_ref().map_or(0, |c| c.count(hub))
+    }
+
+    /// Adds `delta` to the hub's count on this node and returns the cluster's new count.
     pub fn add_count(&self, hub: HubId, delta: i64) -> i64 {
-        self.counts[hub as usize].fetch_add(delta, Ordering::Relaxed) + delta
+        self.counts[hub as usize].fetch_add(delta, Ordering::Relaxed)
+            + delta
+            + self.remote_count(hub)
     }
 
     /// Starts the graceful shutdown of every shard.

@@ -124,6 +124,9 @@ impl Shard {
             .hub_mut(conn.hub)
             .add(conn, now);
         let count = self.node.add_count(conn.hub, 1);
+        if let Some(cluster) = &self.node.cluster {
+            cluster.opened(conn.id, conn.hub, conn.user.clone());
+        }
         self.metrics.connection_opened();
         self.metrics.record(
             crate::metrics::Latency::Handshake,
@@ -160,6 +163,10 @@ impl Shard {
             return;
         }
         let count = self.node.add_count(conn.hub, -1);
+        if let Some(cluster) = &self.node.cluster {
+            // A node that shuts down says goodbye once instead.
+            cluster.closed(conn.id, !self.node.is_shutting_down());
+        }
         // During shutdown, or when the whole hub is closed, every connection leaves:
         // announcing each to all the others would be quadratic and tell nobody anything.
         if self.node.is_shutting_down() || conn.is_silent() {
@@ -210,9 +217,18 @@ impl Shard {
                         .send(ShardMsg::Publish(publish))
                         .await
                 }
-                None => {}
+                None => {
+                    if let Some(cluster) = &self.node.cluster
+                        && cluster.locate(id).is_some()
+                    {
+                        cluster.publish(&publish);
+                    }
+                }
             }
             return;
+        }
+        if let Some(cluster) = &self.node.cluster {
+            cluster.publish(&publish);
         }
         self.deliver(&publish);
         for shard in 0..self.node.shards() {
@@ -446,8 +462,42 @@ impl Shard {
         }
     }
 
-    /// Asks every shard; true if any answers yes.
+    /// Asks every shard, and every node of the cluster; true if any answers yes.
     pub async fn query(&self, query: Query) -> bool {
+        if self.query_node(&query).await {
+            return true;
+        }
+        let Some(cluster) = &self.node.cluster else {
+            return false;
+        };
+        use crate::backplane::envelope::Question;
+        let (hub, question) = match query {
+            Query::GroupExists { hub, group } => (
+                hub,
+                Question::GroupExists {
+                    group: group.to_string(),
+                },
+            ),
+            Query::UserExists { hub, user } => (
+                hub,
+                Question::UserExists {
+                    user: user.to_string(),
+                },
+            ),
+            Query::UserInGroup { hub, user, group } => (
+                hub,
+                Question::UserInGroup {
+                    user: user.to_string(),
+                    group: group.to_string(),
+                },
+            ),
+        };
+        cluster.ask(hub, question).await
+    }
+
+    /// Asks every shard of this node.
+    async fn query_node(&self, query: &Query) -> bool {
+        let query = query.clone();
         if self.answer(&query) {
             return true;
         }

@@ -348,6 +348,17 @@ fn parse(items: Vec<Value>) -> Result<HubMessage, ProtocolError> {
 }
 
 /// Appends a value in its shortest MessagePack form.
+/// Decodes one whole MessagePack value (the backplane carries arguments this way, so values
+/// cross nodes exactly as MessagePack clients send them). Trailing bytes are an error.
+pub fn read_value(buf: &[u8]) -> Result<Value, ProtocolError> {
+    let mut reader = Reader { buf, pos: 0 };
+    let value = reader.value(0)?;
+    if reader.pos != buf.len() {
+        return Err(invalid("trailing bytes after the value"));
+    }
+    Ok(value)
+}
+
 pub fn write_value(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Null => out.push(0xc0),
@@ -448,7 +459,7 @@ fn write_str(s: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(s.as_bytes());
 }
 
-fn write_array_len(n: usize, out: &mut Vec<u8>) {
+pub fn write_array_len(n: usize, out: &mut Vec<u8>) {
     write_len(n, [0xdc, 0xdc, 0xdd], Some((0x90, 16)), out);
 }
 

@@ -187,6 +187,21 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let node = Node::with_tls(config, shards, backend.name(), tls);
+    // The control runtime: work that is not per connection (today the Redis backplane).
+    let control = match &node.cluster {
+        Some(_) => Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("herald-control")
+                .enable_all()
+                .build()?,
+        ),
+        None => None,
+    };
+    if let (Some(control), Some(cluster)) = (&control, &node.cluster) {
+        crate::backplane::start(&node, control.handle());
+        tracing::info!(node = %cluster.name, redis = ?cluster.config.redis_urls, partitions = cluster.config.partitions, "backplane: redis");
+    }
 
     let signals = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -254,6 +269,9 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         }
     });
     node.begin_shutdown();
+    if let Some(cluster) = &node.cluster {
+        cluster.goodbye();
+    }
     let deadline = Instant::now() + drain + Duration::from_secs(2);
     for thread in threads {
         while !thread.is_finished() && Instant::now() < deadline {
@@ -262,6 +280,14 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         if thread.is_finished() {
             let _ = thread.join();
         }
+    }
+    if let (Some(control), Some(cluster)) = (control, &node.cluster) {
+        // Give the writer a moment to hand what is queued (the goodbye above all) to Redis.
+        let until = Instant::now() + Duration::from_secs(1);
+        while cluster.outbox().queued() > 0 && cluster.is_up() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        control.shutdown_timeout(Duration::from_millis(100));
     }
     if let Some(id) = unexpected {
         bail!("shard {id} stopped unexpectedly");

@@ -284,7 +284,7 @@ where
             ["api", ..] => api::handle(shard, req, &segs[1..]).await,
             ["metrics"] => Ok(metrics(shard).await),
             ["healthz"] => Ok(health(true)),
-            ["readyz"] => Ok(health(!shard.node.is_shutting_down())),
+            ["readyz"] => Ok(ready(&shard.node)),
             _ => Err(HttpFault::NotFound),
         }
     };
@@ -364,18 +364,56 @@ fn cors(
 async fn metrics(shard: &Rc<Shard>) -> Response<Body> {
     let snapshot = shard.snapshot().await;
     let node = &shard.node;
-    let text = snapshot.render(
+    let mut text = snapshot.render(
         &node.hubs,
         node.io,
         node.shards(),
         node.started.elapsed().as_secs_f64(),
     );
+    if let Some(cluster) = &node.cluster {
+        text.push_str(&cluster.render());
+    }
     let mut response = Response::new(full(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+/// Ready unless shutting down. A node whose Redis is away stays ready — it keeps serving its
+/// own clients and buffers cluster messages — and says so in the body, with the backplane's
+/// lag and backlog, for dashboards and alerts.
+fn ready(node: &crate::hub::Node) -> Response<Body> {
+    let Some(cluster) = &node.cluster else {
+        return health(!node.is_shutting_down());
+    };
+    use std::sync::atomic::Ordering;
+    let status = if node.is_shutting_down() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let (peers, remote) = {
+        let summary = cluster.directory().summary();
+        (
+            summary.len(),
+            summary.iter().map(|(_, n)| *n).sum::<usize>(),
+        )
+    };
+    let body = serde_json::json!({
+        "status": if node.is_shutting_down() { "shutting_down" } else { "ok" },
+        "backplane": {
+            "kind": "redis",
+            "node": cluster.name,
+            "state": if cluster.is_up() { "up" } else { "down" },
+            "lag_ms": cluster.stats.lag_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            "queued": cluster.outbox().queued(),
+            "peers": peers,
+            "remote_connections": remote,
+        }
+    });
+    json(status, &body)
 }
 
 fn health(ok: bool) -> Response<Body> {

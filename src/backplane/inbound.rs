@@ -1,0 +1,319 @@
+//! What a node does with the messages other nodes send, and the heartbeat that tells them
+//! it is alive.
+//!
+//! Messages reach the shards through the same inboxes a local publish uses, so a message
+//! from another node is delivered exactly as one from this node would be. Everything here
+//! runs on the control runtime, never on a shard thread.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::directory::{Departed, Remote};
+use super::envelope::{Body, Envelope, Question};
+use super::{Cluster, hub_target, unix_us};
+use crate::fault::CloseReason;
+use crate::hub::connection::ConnectionId;
+use crate::hub::definition::HubId;
+use crate::hub::{Node, Outgoing, Publish, Query, ShardMsg, Target};
+use crate::protocol::Value;
+
+/// Sends `msg` to the shard holding connection `id` on this node, if one does.
+async fn to_owner(node: &Node, id: ConnectionId, msg: ShardMsg) {
+    if let Some((shard, _)) = node.registry.locate(id) {
+        node.inbox(shard).send(msg).await;
+    }
+}
+
+/// Sends a message made by `make` to every shard of this node.
+async fn to_shards(node: &Node, make: impl Fn() -> ShardMsg) {
+    for shard in 0..node.shards() {
+        node.inbox(shard).send(make()).await;
+    }
+}
+
+/// An instant `unix_ms` milliseconds after the Unix epoch, on this node's monotonic clock.
+fn instant_at(unix_ms: u64) -> Instant {
+    let now = Instant::now();
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    if unix_ms >= wall {
+        now + Duration::from_millis(unix_ms - wall)
+    } else {
+        now.checked_sub(Duration::from_millis(wall - unix_ms))
+            .unwrap_or(now)
+    }
+}
+
+/// Applies one message from another node (duplicates already dropped).
+pub async fn apply(node: &Arc<Node>, cluster: &Arc<Cluster>, env: Envelope) {
+    let now = Instant::now();
+    let origin = env.origin;
+    let unknown = {
+        let name = match &env.body {
+            Body::Heartbeat { node } => Some(node.as_str()),
+            _ => None,
+        };
+        cluster.directory().heard(origin, name, now)
+    };
+    // A node this one did not know (new, or back after being declared dead) is asked what it
+    // holds, unless it is saying so already.
+    if unknown && !matches!(env.body, Body::Roster { .. } | Body::Goodbye) {
+        cluster.request_roster(origin);
+    }
+    let hub_of = |name: &str| node.hubs.find(name).map(|h| h.id);
+    match env.body {
+        Body::Publish {
+            hub,
+            target,
+            excluded,
+            method,
+            arguments,
+        } => {
+            let Some(hub) = hub_of(&hub) else { return };
+            let Ok(Value::Array(args)) = crate::protocol::msgpack::read_value(&arguments) else {
+                cluster.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            let lag = Duration::from_micros(unix_us().saturating_sub(env.sent_us));
+            let publish = Arc::new(Publish {
+                hub,
+                target: hub_target(&target),
+                excluded: excluded.into_iter().map(ConnectionId).collect(),
+                message: Outgoing::new(method.into(), args),
+                created: now.checked_sub(lag).unwrap_or(now),
+            });
+            match publish.target {
+                Target::Connection(id) => to_owner(node, id, ShardMsg::Publish(publish)).await,
+                _ => to_shards(node, || ShardMsg::Publish(publish.clone())).await,
+            }
+        }
+        Body::Join { conn, group, .. } => {
+            let conn = ConnectionId(conn);
+            let group = group.into();
+            to_owner(node, conn, ShardMsg::Join { conn, group }).await
+        }
+        Body::Leave { conn, group, .. } => {
+            let conn = ConnectionId(conn);
+            let group = group.into();
+            to_owner(node, conn, ShardMsg::Leave { conn, group }).await
+        }
+        Body::LeaveAll { conn, .. } => {
+            let conn = ConnectionId(conn);
+            to_owner(node, conn, ShardMsg::LeaveAll { conn }).await
+        }
+        Body::AddUserToGroup {
+            hub,
+            user,
+            group,
+            until_ms,
+        } => {
+            let Some(hub) = hub_of(&hub) else { return };
+            let (user, group): (Arc<str>, Arc<str>) = (user.into(), group.into());
+            let until = until_ms.map(instant_at);
+            to_shards(node, || ShardMsg::AddUserToGroup {
+                hub,
+                user: user.clone(),
+                group: group.clone(),
+                until,
+            })
+            .await
+        }
+        Body::RemoveUserFromGroup { hub, user, group } => {
+            let Some(hub) = hub_of(&hub) else { return };
+            let (user, group): (Arc<str>, Arc<str>) = (user.into(), group.into());
+            to_shards(node, || ShardMsg::RemoveUserFromGroup {
+                hub,
+                user: user.clone(),
+                group: group.clone(),
+            })
+            .await
+        }
+        Body::RemoveUserFromAllGroups { hub, user } => {
+            let Some(hub) = hub_of(&hub) else { return };
+            let user: Arc<str> = user.into();
+            to_shards(node, || ShardMsg::RemoveUserFromAllGroups {
+                hub,
+                user: user.clone(),
+            })
+            .await
+        }
+        Body::Close {
+            hub,
+            target,
+            excluded,
+            reason,
+        } => {
+            let Some(hub) = hub_of(&hub) else { return };
+            let target = hub_target(&target);
+            let excluded = Arc::new(excluded.into_iter().map(ConnectionId).collect::<Vec<_>>());
+            let reason = CloseReason::ClosedByServer(reason);
+            let make = || ShardMsg::Close {
+                hub,
+                target: target.clone(),
+                excluded: excluded.clone(),
+                reason: reason.clone(),
+            };
+            match target {
+                Target::Connection(id) => to_owner(node, id, make()).await,
+                _ => to_shards(node, make).await,
+            }
+        }
+        Body::Opened(member) => {
+            let Some(hub) = hub_of(&member.hub) else {
+                return;
+            };
+            let remote = Remote {
+                hub,
+                user: member.user.map(Arc::from),
+            };
+            cluster
+                .directory()
+                .open(origin, ConnectionId(member.conn), remote, now);
+        }
+        Body::Closed { conn } => {
+            cluster.directory().close(origin, ConnectionId(conn));
+        }
+        Body::Heartbeat { .. } => {}
+        Body::RosterRequest { to } => {
+            if to == 0 || to == cluster.origin {
+                cluster.send_roster();
+            }
+        }
+        Body::Roster { reset, members } => {
+            let members: Vec<(ConnectionId, Remote)> = members
+                .into_iter()
+                .filter_map(|m| {
+                    let hub = hub_of(&m.hub)?;
+                    Some((
+                        ConnectionId(m.conn),
+                        Remote {
+                            hub,
+                            user: m.user.map(Arc::from),
+                        },
+                    ))
+                })
+                .collect();
+            cluster.directory().roster(origin, reset, members, now);
+        }
+        Body::Query { id, hub, question } => {
+            let Some(hub) = hub_of(&hub) else {
+                cluster.answer(origin, id, false);
+                return;
+            };
+            // Answered off the read loop: the shards' replies must not hold up delivery.
+            let (node, cluster) = (node.clone(), cluster.clone());
+            tokio::spawn(async move {
+                let yes = answer_locally(&node, hub, question).await;
+                cluster.answer(origin, id, yes);
+            });
+        }
+        Body::Answer { to, id, yes } => {
+            if to == cluster.origin {
+                cluster.answered(id, origin, yes);
+            }
+        }
+        Body::Goodbye => {
+            let departed = cluster.directory().remove(origin);
+            cluster.forget_peer(origin);
+            if let Some(departed) = departed {
+                tracing::info!(node = %departed.name, connections = departed.conns.len(), "a node left the cluster");
+                announce(node, departed).await;
+            }
+        }
+    }
+}
+
+/// Asks this node's shards.
+async fn answer_locally(node: &Node, hub: HubId, question: Question) -> bool {
+    let query = match question {
+        Question::GroupExists { group } => Query::GroupExists {
+            hub,
+            group: group.into(),
+        },
+        Question::UserExists { user } => Query::UserExists {
+            hub,
+            user: user.into(),
+        },
+        Question::UserInGroup { user, group } => Query::UserInGroup {
+            hub,
+            user: user.into(),
+            group: group.into(),
+        },
+    };
+    let mut replies = Vec::with_capacity(node.shards());
+    for shard in 0..node.shards() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        node.inbox(shard)
+            .send(ShardMsg::Query(query.clone(), tx))
+            .await;
+        replies.push(rx);
+    }
+    for rx in replies {
+        if rx.await.unwrap_or(false) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Tells this node's clients that a departed node's connections left, with counts that fall
+/// one by one.
+async fn announce(node: &Node, departed: Departed) {
+    let mut remaining: HashMap<HubId, i64> = HashMap::new();
+    for (_, remote) in &departed.conns {
+        *remaining.entry(remote.hub).or_default() += 1;
+    }
+    for (id, remote) in departed.conns {
+        let left = remaining.entry(remote.hub).or_default();
+        *left -= 1;
+        let Some(presence) = &node.hubs.get(remote.hub).presence else {
+            continue;
+        };
+        let count = node.count(remote.hub) + *left;
+        let args = vec![
+            Value::Str(id.to_string()),
+            Value::from(remote.user.as_deref()),
+            Value::Int(count),
+        ];
+        let publish = Arc::new(Publish {
+            hub: remote.hub,
+            target: Target::All,
+            excluded: Vec::new(),
+            message: Outgoing::new(presence.left.clone(), args),
+            created: Instant::now(),
+        });
+        to_shards(node, || ShardMsg::Publish(publish.clone())).await;
+    }
+}
+
+/// Heartbeats, and the judgement of nodes that stopped sending theirs.
+pub async fn run_heartbeat(node: Arc<Node>, cluster: Arc<Cluster>) {
+    let config = &cluster.config;
+    let timeout = Duration::from_millis(config.node_timeout_ms);
+    let mut ticker = tokio::time::interval(Duration::from_millis(config.heartbeat_interval_ms));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        cluster.send(
+            cluster.home,
+            Body::Heartbeat {
+                node: cluster.name.clone(),
+            },
+        );
+        let now = Instant::now();
+        cluster.outbox().prune(now);
+        let Some(reachable) = cluster.reachable_since() else {
+            continue;
+        };
+        let departed = cluster.directory().expire(now, timeout, reachable);
+        for d in departed {
+            cluster.stats.nodes_expired.fetch_add(1, Ordering::Relaxed);
+            cluster.forget_peer(d.origin);
+            tracing::warn!(node = %d.name, connections = d.conns.len(), "a node stopped sending heartbeats: its connections are gone");
+            announce(&node, d).await;
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! Scale-out: several real Herald nodes on a Redis Streams backplane, with real `redis-server`
+//! processes started here on free ports (never the machine's own Redis).
+//!
+//! The nodes alternate I/O backends (epoll, io_uring, epoll), so every cluster test runs both.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Client, Server, TempDir, eventually, http, metric, post, rest};
+
+const V: &str = "api-version=2022-06-01";
+
+/// A `redis-server` without persistence, on its own port, killed when dropped.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = Redis {
+            port,
+            child: None,
+            dir: TempDir::new(),
+        };
+        redis.spawn();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (or restarts, on the same port and empty) the server and waits for it to answer.
+    fn spawn(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut child = Command::new("redis-server")
+                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&self.dir.0)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server runs (tests/run installs it)");
+            for _ in 0..100 {
+                if ping(self.port) {
+                    self.child = Some(child);
+                    return;
+                }
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 16];
+    s.write_all(b"PING\r\n").is_ok()
+        && s.read(&mut buf)
+            .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+}
+
+/// Starts `n` nodes on the Redis servers given, with fast heartbeats.
+fn cluster(redis: &[&Redis], n: usize) -> Vec<Server> {
+    let urls: Vec<String> = redis.iter().map(|r| r.url()).collect();
+    (0..n)
+        .map(|i| {
+            Server::builder(if i % 2 == 1 { "uring" } else { "epoll" })
+                .env("HERALD_CLUSTER_BACKPLANE", "redis")
+                .env("HERALD_CLUSTER_REDIS_URLS", &urls.join(","))
+                .env("HERALD_CLUSTER_NODE_ID", &format!("node-{i}"))
+                .env("HERALD_CLUSTER_PARTITIONS", "8")
+                .env("HERALD_CLUSTER_HEARTBEAT_INTERVAL_MS", "200")
+                .env("HERALD_CLUSTER_NODE_TIMEOUT_MS", "2000")
+                .env("HERALD_CLUSTER_RECONNECT_MAX_MS", "200")
+                .start()
+        })
+        .collect()
+}
+
+/// Waits until every node counts `n` connections on hub `chat`.
+async fn counts(nodes: &[Server], clients: &mut [&mut Client], n: i64) {
+    for client in clients.iter_mut() {
+        let mut last = Value::Null;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            last = client.invoke("GetCount", json!([])).await["result"].clone();
+            if last == json!(n) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(last, json!(n), "cluster count on {} nodes", nodes.len());
+    }
+}
+
+async fn deliveries_cross_nodes(redis: &[&Redis]) {
+    let nodes = cluster(redis, 3);
+    let mut alice = Client::connect_as(&nodes[0], "alice").await;
+    let mut bob = Client::connect_as(&nodes[1], "bob").await;
+    let mut carol = Client::connect(&nodes[2]).await;
+    counts(&nodes, &mut [&mut alice, &mut bob, &mut carol], 3).await;
+
+    // Presence from another node reaches everyone, with the cluster's count.
+    let mut dave = Client::connect(&nodes[1]).await;
+    let joined = json!([dave.connection_id, Value::Null, 4]);
+    for c in [&mut alice, &mut carol] {
+        loop {
+            let args = Value::from(c.expect_invocation("joined").await);
+            if args[0] == joined[0] {
+                assert_eq!(args, joined);
+                break;
+            }
+        }
+    }
+
+    // Broadcast from a hub method on C reaches A and B.
+    carol.send("Send", json!(["carol", "hello"])).await;
+    for c in [&mut alice, &mut bob, &mut dave] {
+        assert_eq!(
+            Value::from(c.expect_invocation("broadcastMessage").await),
+            json!(["carol", "hello"])
+        );
+    }
+
+    // Groups: bob joins on B; REST on A adds carol's connection (held by C).
+    bob.invoke("JoinGroup", json!(["room"])).await;
+    let res = rest(
+        &nodes[0],
+        "PUT",
+        &format!(
+            "/api/hubs/chat/groups/room/connections/{}?{V}",
+            carol.connection_id
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    // The join travels through Redis; the group exists on the whole cluster once it landed.
+    eventually("the group has members on every node", || async {
+        rest(
+            &nodes[0],
+            "HEAD",
+            &format!("/api/hubs/chat/groups/room?{V}"),
+            None,
+        )
+        .await
+        .status
+            == 200
+    })
+    .await;
+    eventually("carol's membership reached node C", || async {
+        rest(
+            &nodes[1],
+            "GET",
+            &format!("/api/hubs/chat/users/bob/groups/room?{V}"),
+            None,
+        )
+        .await
+        .status
+            == 200
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    alice
+        .invoke("SendToGroup", json!(["room", "alice", "to the room"]))
+        .await;
+    for c in [&mut bob, &mut carol] {
+        assert_eq!(
+            Value::from(c.expect_invocation("groupMessage").await),
+            json!(["room", "alice", "to the room"])
+        );
+    }
+
+    // User and connection sends through REST on a node that holds neither.
+    let res = rest(
+        &nodes[2],
+        "POST",
+        &format!("/api/hubs/chat/users/alice/:send?{V}"),
+        Some(json!({"target": "notify", "arguments": ["for alice"]})),
+    )
+    .await;
+    assert_eq!(res.status, 202);
+    assert_eq!(
+        Value::from(alice.expect_invocation("notify").await),
+        json!(["for alice"])
+    );
+    let res = rest(
+        &nodes[1],
+        "POST",
+        &format!(
+            "/api/hubs/chat/connections/{}/:send?{V}",
+            carol.connection_id
+        ),
+        Some(json!({"target": "notify", "arguments": ["for carol"]})),
+    )
+    .await;
+    assert_eq!(res.status, 202, "{}", res.text());
+    assert_eq!(
+        Value::from(carol.expect_invocation("notify").await),
+        json!(["for carol"])
+    );
+
+    // A broadcast with an excluded connection on another node.
+    let res = rest(
+        &nodes[0],
+        "POST",
+        &format!("/api/hubs/chat/:send?{V}&excluded={}", bob.connection_id),
+        Some(json!({"target": "notify", "arguments": ["not bob"]})),
+    )
+    .await;
+    assert_eq!(res.status, 202);
+    for c in [&mut alice, &mut carol, &mut dave] {
+        assert_eq!(
+            Value::from(c.expect_invocation("notify").await),
+            json!(["not bob"])
+        );
+    }
+
+    // Existence checks see the whole cluster.
+    for (node, path, status) in [
+        (0, format!("/api/hubs/chat/users/carol?{V}"), 404),
+        (0, format!("/api/hubs/chat/users/bob?{V}"), 200),
+        (
+            2,
+            format!("/api/hubs/chat/connections/{}?{V}", alice.connection_id),
+            200,
+        ),
+        (1, format!("/api/hubs/chat/groups/nobody?{V}"), 404),
+    ] {
+        assert_eq!(
+            rest(&nodes[node], "HEAD", &path, None).await.status,
+            status,
+            "{path}"
+        );
+    }
+
+    // A user's group membership follows the user to another node.
+    let res = rest(
+        &nodes[2],
+        "PUT",
+        &format!("/api/hubs/chat/users/erin/groups/vip?{V}"),
+        None,
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut erin = Client::connect_as(&nodes[0], "erin").await;
+    erin.invoke("GetCount", json!([])).await;
+    let res = rest(
+        &nodes[1],
+        "POST",
+        &format!("/api/hubs/chat/groups/vip/:send?{V}"),
+        Some(json!({"target": "notify", "arguments": ["vip"]})),
+    )
+    .await;
+    assert_eq!(res.status, 202);
+    assert_eq!(
+        Value::from(erin.expect_invocation("notify").await),
+        json!(["vip"])
+    );
+
+    // Negotiate on A, connect on B: no sticky sessions.
+    let res = post(
+        nodes[0].addr,
+        "/hubs/chat/negotiate?negotiateVersion=1",
+        &[],
+    )
+    .await;
+    let token = res.json()["connectionToken"].as_str().unwrap().to_string();
+    let (ws, _) =
+        tokio_tungstenite::connect_async(nodes[1].ws_url(&format!("/hubs/chat?id={token}")))
+            .await
+            .expect("node B accepts a connection negotiated on node A");
+    let mut frank = Client::from_ws(ws, res.json()["connectionId"].as_str().unwrap().into());
+    frank.handshake().await;
+    counts(&nodes, &mut [&mut alice, &mut frank], 6).await;
+
+    // Closing a connection held by node C from node A.
+    let res = rest(
+        &nodes[0],
+        "DELETE",
+        &format!(
+            "/api/hubs/chat/connections/{}?{V}&reason=bye",
+            carol.connection_id
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let close = carol.expect_close().await.expect("a Close message");
+    assert_eq!(close["error"], "bye");
+    loop {
+        let args = Value::from(alice.expect_invocation("left").await);
+        if args[0] == json!(carol.connection_id) {
+            assert_eq!(args[2], json!(5));
+            break;
+        }
+    }
+    assert_eq!(
+        metric(&nodes[0], "herald_backplane_redis_up").await,
+        redis.len() as f64
+    );
+    let ready = http(nodes[0].addr, "GET", "/readyz", &[], b"").await.json();
+    assert_eq!(ready["backplane"]["state"], "up");
+    assert_eq!(ready["backplane"]["peers"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_publishes_membership_presence_and_counts() {
+    let redis = Redis::start();
+    deliveries_cross_nodes(&[&redis]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_redis_servers_as_partitions() {
+    let (a, b) = (Redis::start(), Redis::start());
+    deliveries_cross_nodes(&[&a, &b]).await;
+}
+
+/// Collects `notify(node, i)` messages until `total` arrived, then a little longer to catch
+/// duplicates.
+async fn collect(client: &mut Client, total: usize) -> Vec<(i64, i64)> {
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while got.len() < total && std::time::Instant::now() < deadline {
+        if let Ok(args) = tokio::time::timeout(
+            Duration::from_millis(500),
+            client.expect_invocation("notify"),
+        )
+        .await
+        {
+            got.push((args[0].as_i64().unwrap(), args[1].as_i64().unwrap()));
+        }
+    }
+    while let Ok(args) = tokio::time::timeout(
+        Duration::from_millis(700),
+        client.expect_invocation("notify"),
+    )
+    .await
+    {
+        got.push((args[0].as_i64().unwrap(), args[1].as_i64().unwrap()));
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_loses_and_duplicates_nothing() {
+    let mut redis = Redis::start();
+    let nodes = cluster(&[&redis], 3);
+    let mut clients = Vec::new();
+    for node in &nodes {
+        clients.push(Client::connect(node).await);
+    }
+    {
+        let mut refs: Vec<&mut Client> = clients.iter_mut().collect();
+        counts(&nodes, &mut refs, 3).await;
+    }
+    const N: i64 = 60;
+    let publishers = nodes
+        .iter()
+        .enumerate()
+        .map(|(k, node)| (k as i64, node.addr))
+        .collect::<Vec<_>>();
+    let token = nodes[0].server_token();
+    let send = |addr, k: i64, i: i64| {
+        let token = token.clone();
+        async move {
+            let body =
+                serde_json::to_vec(&json!({"target": "notify", "arguments": [k, i]})).unwrap();
+            let auth = format!("Bearer {token}");
+            let res = http(
+                addr,
+                "POST",
+                &format!("/api/hubs/chat/:send?{V}"),
+                &[
+                    ("Authorization", &auth),
+                    ("Content-Type", "application/json"),
+                ],
+                &body,
+            )
+            .await;
+            assert_eq!(res.status, 202);
+        }
+    };
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| tokio::spawn(async move { collect(&mut c, 3 * N as usize).await }))
+        .collect();
+    for i in 0..N {
+        if i == N / 3 {
+            redis.kill();
+        }
+        if i == 2 * N / 3 {
+            // Back on the same port, empty: the streams and everything unread are gone.
+            redis.spawn();
+        }
+        for (k, addr) in &publishers {
+            send(*addr, *k, i).await;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    for (r, reader) in readers.into_iter().enumerate() {
+        let got = reader.await.unwrap();
+        let mut per: HashMap<i64, Vec<i64>> = HashMap::new();
+        for (k, i) in &got {
+            per.entry(*k).or_default().push(*i);
+        }
+        for k in 0..3 {
+            assert_eq!(
+                per.get(&k).cloned().unwrap_or_default(),
+                (0..N).collect::<Vec<_>>(),
+                "client on node {r}: messages from node {k} (every one, once, in order)"
+            );
+        }
+        assert_eq!(got.len(), 3 * N as usize);
+    }
+    assert!(metric(&nodes[0], "herald_backplane_epoch_changes_total").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_mourned() {
+    let redis = Redis::start();
+    let mut nodes = cluster(&[&redis], 3);
+    let mut alice = Client::connect(&nodes[0]).await;
+    let mut bob = Client::connect(&nodes[1]).await;
+    let mut carol = Client::connect_as(&nodes[2], "carol").await;
+    let mut carol2 = Client::connect(&nodes[2]).await;
+    counts(
+        &nodes,
+        &mut [&mut alice, &mut bob, &mut carol, &mut carol2],
+        4,
+    )
+    .await;
+    let victim = nodes.pop().unwrap();
+    victim.signal(9);
+    let mut gone = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while gone.len() < 2 {
+        let args = tokio::time::timeout_at(deadline, alice.expect_invocation("left"))
+            .await
+            .expect("left events for the killed node's connections");
+        gone.push(args);
+    }
+    let mut ids: Vec<&str> = gone.iter().map(|a| a[0].as_str().unwrap()).collect();
+    ids.sort();
+    let mut expected = vec![carol.connection_id.as_str(), carol2.connection_id.as_str()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    let mut counts_seen: Vec<i64> = gone.iter().map(|a| a[2].as_i64().unwrap()).collect();
+    counts_seen.sort();
+    assert_eq!(counts_seen, vec![2, 3]);
+    let user = gone
+        .iter()
+        .find(|a| a[0] == json!(carol.connection_id))
+        .unwrap();
+    assert_eq!(user[1], "carol");
+    counts(&nodes, &mut [&mut alice, &mut bob], 2).await;
+    assert_eq!(
+        metric(&nodes[0], "herald_backplane_nodes_expired_total").await,
+        1.0
+    );
+    drop(victim);
+}
