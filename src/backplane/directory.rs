@@ -16,6 +16,9 @@ use crate::hub::definition::HubId;
 pub struct Remote {
     pub hub: HubId,
     pub user: Option<Arc<str>>,
+    /// Past its handshake. A connection still handshaking is known (so requests for it can
+    /// be forwarded) but not counted.
+    pub open: bool,
 }
 
 #[derive(Debug)]
@@ -74,18 +77,17 @@ impl Directory {
     }
 
     pub fn open(&mut self, origin: u64, id: ConnectionId, remote: Remote, now: Instant) {
-        let hub = remote.hub as usize;
+        let (hub, open) = (remote.hub as usize, remote.open);
         let peer = self.peer(origin, now);
         peer.last_seen = now;
-        if peer.conns.insert(id, remote).is_none() {
-            self.counts[hub] += 1;
-        }
+        let was_open = peer.conns.insert(id, remote).is_some_and(|r| r.open);
+        self.counts[hub] += i64::from(open) - i64::from(was_open);
         self.owners.insert(id, origin);
     }
 
     pub fn close(&mut self, origin: u64, id: ConnectionId) -> Option<Remote> {
         let removed = self.peers.get_mut(&origin)?.conns.remove(&id)?;
-        self.counts[removed.hub as usize] -= 1;
+        self.counts[removed.hub as usize] -= i64::from(removed.open);
         if self.owners.get(&id) == Some(&origin) {
             self.owners.remove(&id);
         }
@@ -102,7 +104,7 @@ impl Directory {
     ) {
         if reset && let Some(peer) = self.peers.get_mut(&origin) {
             for (id, remote) in peer.conns.drain() {
-                self.counts[remote.hub as usize] -= 1;
+                self.counts[remote.hub as usize] -= i64::from(remote.open);
                 if self.owners.get(&id) == Some(&origin) {
                     self.owners.remove(&id);
                 }
@@ -119,7 +121,7 @@ impl Directory {
         let peer = self.peers.remove(&origin)?;
         let mut conns = Vec::with_capacity(peer.conns.len());
         for (id, remote) in peer.conns {
-            self.counts[remote.hub as usize] -= 1;
+            self.counts[remote.hub as usize] -= i64::from(remote.open);
             if self.owners.get(&id) == Some(&origin) {
                 self.owners.remove(&id);
             }
@@ -181,6 +183,7 @@ mod tests {
         Remote {
             hub,
             user: user.map(Arc::from),
+            open: true,
         }
     }
 
@@ -199,6 +202,15 @@ mod tests {
         assert_eq!(d.close(10, a), Some(remote(0, Some("ann"))));
         assert_eq!(d.close(10, a), None);
         assert_eq!(d.count(0), 0);
+        // Known while handshaking, counted once open.
+        let handshaking = Remote {
+            open: false,
+            ..remote(1, None)
+        };
+        d.open(20, ConnectionId(4), handshaking, now);
+        assert_eq!((d.count(1), d.locate(ConnectionId(4))), (1, Some(1)));
+        d.open(20, ConnectionId(4), remote(1, None), now);
+        assert_eq!(d.count(1), 2);
         d.roster(20, true, [(c, remote(0, None))], now);
         assert_eq!((d.count(0), d.count(1)), (1, 0));
         assert_eq!(d.locate(b), None);

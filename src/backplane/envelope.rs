@@ -52,6 +52,8 @@ pub struct Member {
     pub conn: u128,
     pub hub: String,
     pub user: Option<String>,
+    /// Past its handshake (counted, announced).
+    pub open: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -102,8 +104,16 @@ pub enum Body {
         excluded: Vec<u128>,
         reason: Option<String>,
     },
+    /// A connection served over HTTP requests (Server-Sent Events, long polling) started on
+    /// the origin node: its POSTs may reach any node, which forwards them.
+    Claimed(Member),
     /// A connection completed its handshake on the origin node.
     Opened(Member),
+    /// Data a client POSTed to another node, for the node that holds its connection.
+    Inbound {
+        conn: u128,
+        payload: Vec<u8>,
+    },
     /// A connection of the origin node left its hub.
     Closed {
         conn: u128,
@@ -236,6 +246,7 @@ mod tests {
                 conn: 9,
                 hub: "chat".into(),
                 user: Some("ann".into()),
+                open: true,
             }),
             Body::Roster {
                 reset: true,

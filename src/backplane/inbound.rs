@@ -161,13 +161,14 @@ pub async fn apply(node: &Arc<Node>, cluster: &Arc<Cluster>, env: Envelope) {
                 _ => to_shards(node, make).await,
             }
         }
-        Body::Opened(member) => {
+        Body::Claimed(member) | Body::Opened(member) => {
             let Some(hub) = hub_of(&member.hub) else {
                 return;
             };
             let remote = Remote {
                 hub,
                 user: member.user.map(Arc::from),
+                open: member.open,
             };
             cluster
                 .directory()
@@ -175,6 +176,9 @@ pub async fn apply(node: &Arc<Node>, cluster: &Arc<Cluster>, env: Envelope) {
         }
         Body::Closed { conn } => {
             cluster.directory().close(origin, ConnectionId(conn));
+        }
+        Body::Inbound { conn, payload } => {
+            crate::transport::http_conn::receive_forwarded(node, ConnectionId(conn), payload).await
         }
         Body::Heartbeat { .. } => {}
         Body::RosterRequest { to } => {
@@ -192,6 +196,7 @@ pub async fn apply(node: &Arc<Node>, cluster: &Arc<Cluster>, env: Envelope) {
                         Remote {
                             hub,
                             user: m.user.map(Arc::from),
+                            open: m.open,
                         },
                     ))
                 })
@@ -263,10 +268,11 @@ async fn answer_locally(node: &Node, hub: HubId, question: Question) -> bool {
 /// one by one.
 async fn announce(node: &Node, departed: Departed) {
     let mut remaining: HashMap<HubId, i64> = HashMap::new();
-    for (_, remote) in &departed.conns {
+    let conns: Vec<_> = departed.conns.into_iter().filter(|(_, r)| r.open).collect();
+    for (_, remote) in &conns {
         *remaining.entry(remote.hub).or_default() += 1;
     }
-    for (id, remote) in departed.conns {
+    for (id, remote) in conns {
         let left = remaining.entry(remote.hub).or_default();
         *left -= 1;
         let Some(presence) = &node.hubs.get(remote.hub).presence else {

@@ -240,31 +240,55 @@ impl Cluster {
         self.hub_name(hub).to_string()
     }
 
-    /// A connection of this node opened.
-    pub fn opened(&self, id: ConnectionId, hub: HubId, user: Option<Arc<str>>) {
-        lock(&self.local).insert(
-            id,
-            Remote {
-                hub,
-                user: user.clone(),
-            },
-        );
-        self.send(
-            self.home,
-            Body::Opened(Member {
-                conn: id.0,
-                hub: self.hub_string(hub),
-                user: user.map(|u| u.to_string()),
-            }),
-        );
+    /// A connection served over HTTP requests started on this node: the others learn where
+    /// to forward its POSTs.
+    pub fn claimed(&self, id: ConnectionId, hub: HubId, user: Option<Arc<str>>) {
+        self.announce(id, hub, user, false);
     }
 
-    /// A connection of this node left its hub.
+    /// A connection of this node opened.
+    pub fn opened(&self, id: ConnectionId, hub: HubId, user: Option<Arc<str>>) {
+        self.announce(id, hub, user, true);
+    }
+
+    fn announce(&self, id: ConnectionId, hub: HubId, user: Option<Arc<str>>, open: bool) {
+        let remote = Remote {
+            hub,
+            user: user.clone(),
+            open,
+        };
+        lock(&self.local).insert(id, remote);
+        let member = Member {
+            conn: id.0,
+            hub: self.hub_string(hub),
+            user: user.map(|u| u.to_string()),
+            open,
+        };
+        let body = if open {
+            Body::Opened(member)
+        } else {
+            Body::Claimed(member)
+        };
+        self.send(self.home, body);
+    }
+
+    /// A connection of this node left its hub (or ended before its handshake). Idempotent.
     pub fn closed(&self, id: ConnectionId, announce: bool) {
-        lock(&self.local).remove(&id);
-        if announce {
+        if lock(&self.local).remove(&id).is_some() && announce {
             self.send(self.home, Body::Closed { conn: id.0 });
         }
+    }
+
+    /// Hands data a client POSTed here to the node holding its connection.
+    pub fn forward(&self, hub: HubId, id: ConnectionId, payload: Vec<u8>) {
+        self.to_connection(
+            hub,
+            id,
+            Body::Inbound {
+                conn: id.0,
+                payload,
+            },
+        );
     }
 
     /// This node is leaving: the others forget its connections at once.
@@ -286,6 +310,7 @@ impl Cluster {
                 conn: id.0,
                 hub: self.hub_string(remote.hub),
                 user: remote.user.as_ref().map(|u| u.to_string()),
+                open: remote.open,
             })
             .collect();
         let mut chunks = members.chunks(ROSTER_CHUNK).peekable();

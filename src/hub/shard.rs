@@ -198,6 +198,10 @@ impl Shard {
         until: Option<Instant>,
     ) {
         self.retire(conn).await;
+        if let Some(cluster) = &self.node.cluster {
+            // One that never opened was only claimed: the others forget it now.
+            cluster.closed(conn.id, !self.node.is_shutting_down());
+        }
         self.state.borrow_mut().conns.remove(&conn.id);
         self.node.registry.end(conn.id, until);
         self.metrics.closed(reason);

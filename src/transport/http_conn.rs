@@ -84,6 +84,9 @@ pub fn create(shard: &Rc<Shard>, accepted: Accepted, transport: TransportKind) -
         finished: Cell::new(false),
     });
     CONNS.with(|c| c.borrow_mut().insert(accepted.id, hc.clone()));
+    if let Some(cluster) = &shard.node.cluster {
+        cluster.claimed(hc.conn.id, hc.conn.hub, hc.conn.user.clone());
+    }
     hc
 }
 
@@ -168,6 +171,15 @@ pub async fn send(
         } => return Err(HttpFault::PostOnWebSocket),
         IdState::Active { shard: owner, .. } => owner,
         IdState::Unknown => {
+            // Held by another node of the cluster: the data goes there.
+            if let Some(cluster) = &shard.node.cluster
+                && wait_for_remote(cluster, token.id).await
+            {
+                let limit = shard.node.config.connections.max_frame_bytes;
+                let body = read_body(req.into_body(), limit).await?;
+                cluster.forward(hub.id, token.id, body.to_vec());
+                return Ok(status(StatusCode::OK));
+            }
             // A long-polling client may post its handshake before its first poll.
             if !hub.transports.contains(&TransportKind::LongPolling) {
                 return Err(HttpFault::ConnectionNotFound);
@@ -191,4 +203,48 @@ pub async fn send(
         .await;
     rx.await.unwrap_or(Err(HttpFault::ConnectionNotFound))?;
     Ok(status(StatusCode::OK))
+}
+
+/// How long a POST for an unknown id waits to learn that another node holds the connection
+/// (a Server-Sent Events client posts its handshake as soon as its stream opens, possibly
+/// before this node has read the other node's announcement).
+const REMOTE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Whether another node holds connection `id`, waiting up to [`REMOTE_WAIT`] to find out.
+async fn wait_for_remote(cluster: &crate::backplane::Cluster, id: ConnectionId) -> bool {
+    let deadline = Instant::now() + REMOTE_WAIT;
+    loop {
+        if cluster.locate(id).is_some() {
+            return true;
+        }
+        if Instant::now() >= deadline || !cluster.is_up() {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Data a client POSTed to another node of the cluster, fed to its session here, in the
+/// order the other node forwarded it (the caller waits for each before the next).
+pub async fn receive_forwarded(node: &crate::hub::Node, id: ConnectionId, payload: Vec<u8>) {
+    let IdState::Active { shard, transport } = node.registry.state(id) else {
+        return;
+    };
+    if transport == TransportKind::WebSockets {
+        return;
+    }
+    let (tx, rx) = oneshot::channel();
+    let task = move |_: &Rc<Shard>| {
+        tokio::task::spawn_local(async move {
+            let _ = tx.send(receive(id, Bytes::from(payload)).await);
+        });
+    };
+    node.inbox(shard)
+        .send(crate::hub::ShardMsg::Run(crate::hub::node::Task(Box::new(
+            task,
+        ))))
+        .await;
+    if let Ok(Err(e)) = rx.await {
+        tracing::debug!(connection = %id, "forwarded data refused: {e}");
+    }
 }

@@ -10,7 +10,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Client, Server, TempDir, eventually, http, metric, post, rest};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::polling::read_until;
+use crate::support::{Client, RS, Server, TempDir, eventually, http, metric, post, rest};
 
 const V: &str = "api-version=2022-06-01";
 
@@ -317,6 +321,46 @@ async fn deliveries_cross_nodes(redis: &[&Redis]) {
     frank.handshake().await;
     counts(&nodes, &mut [&mut alice, &mut frank], 6).await;
 
+    // Server-Sent Events without affinity: negotiate on A, the stream from B, the POSTs to
+    // C and A (each forwarded to B).
+    let res = post(
+        nodes[0].addr,
+        "/hubs/chat/negotiate?negotiateVersion=1",
+        &[],
+    )
+    .await;
+    let token = res.json()["connectionToken"].as_str().unwrap().to_string();
+    let mut stream = TcpStream::connect(nodes[1].addr).await.unwrap();
+    let req = format!(
+        "GET /hubs/chat?id={token} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    read_until(&mut stream, &mut seen, ":\r\n").await;
+    let post_to = |node: usize, body: String| {
+        let (addr, token) = (nodes[node].addr, token.clone());
+        async move {
+            http(
+                addr,
+                "POST",
+                &format!("/hubs/chat?id={token}"),
+                &[("Content-Type", "text/plain")],
+                body.as_bytes(),
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(
+        post_to(2, format!("{{\"protocol\":\"json\",\"version\":1}}{RS}")).await,
+        200
+    );
+    read_until(&mut stream, &mut seen, "data: {}").await;
+    let echo = json!({"type": 1, "invocationId": "7", "target": "Echo", "arguments": ["far"]});
+    assert_eq!(post_to(0, format!("{echo}{RS}")).await, 200);
+    read_until(&mut stream, &mut seen, r#""result":"far""#).await;
+    counts(&nodes, &mut [&mut alice], 7).await;
+
     // Closing a connection held by node C from node A.
     let res = rest(
         &nodes[0],
@@ -334,7 +378,7 @@ async fn deliveries_cross_nodes(redis: &[&Redis]) {
     loop {
         let args = Value::from(alice.expect_invocation("left").await);
         if args[0] == json!(carol.connection_id) {
-            assert_eq!(args[2], json!(5));
+            assert_eq!(args[2], json!(6));
             break;
         }
     }

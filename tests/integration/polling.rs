@@ -239,7 +239,7 @@ async fn long_polling_bad_input(io: &'static str) {
 both_backends!(long_polling_bad_input);
 
 /// Reads an event stream until `needle` has arrived (or 10 s passed).
-async fn read_until(stream: &mut TcpStream, seen: &mut Vec<u8>, needle: &str) {
+pub async fn read_until(stream: &mut TcpStream, seen: &mut Vec<u8>, needle: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !String::from_utf8_lossy(seen).contains(needle) {
         let mut buf = [0u8; 4096];
