@@ -25,6 +25,8 @@ const MAX_FRAME: usize = 16 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct Target {
     pub addr: SocketAddr,
+    /// Every server to spread connections over (the nodes of a cluster); `addr` is the first.
+    pub addrs: Vec<SocketAddr>,
     pub hub: String,
     /// Path of the WebSocket endpoint for raw mode.
     pub path: String,
@@ -33,6 +35,16 @@ pub struct Target {
     pub transport: Transport,
     /// Access token for SignalR hubs that need one.
     pub token: Option<String>,
+}
+
+impl Target {
+    /// The target of connection `i`: the servers take connections in turn, so connection 0
+    /// (the first publisher) is on the first server.
+    pub fn for_connection(&self, i: usize) -> Target {
+        let mut target = self.clone();
+        target.addr = self.addrs[i % self.addrs.len()];
+        target
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

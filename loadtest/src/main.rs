@@ -48,9 +48,10 @@ enum Scenario {
 )]
 struct Args {
     scenario: Scenario,
-    /// Server base URL.
-    #[arg(long, default_value = "http://127.0.0.1:5000")]
-    url: String,
+    /// Server base URL; several, comma-separated, spread the connections over the nodes of a
+    /// cluster in turn (connection 0, the first publisher, on the first).
+    #[arg(long, default_value = "http://127.0.0.1:5000", value_delimiter = ',')]
+    url: Vec<String>,
     /// SignalR hub name.
     #[arg(long, default_value = "chat")]
     hub: String,
@@ -133,19 +134,28 @@ fn raise_fd_limit() {
     }
 }
 
-fn target(args: &Args) -> anyhow::Result<Target> {
-    let rest = args
-        .url
+fn resolve(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = url
         .strip_prefix("http://")
         .context("--url must be http://HOST:PORT")?;
     let hostport = rest.split('/').next().unwrap_or(rest);
-    let addr: SocketAddr = hostport
+    hostport
         .to_socket_addrs()
         .with_context(|| format!("cannot resolve {hostport}"))?
         .next()
-        .context("no address")?;
+        .context("no address")
+}
+
+fn target(args: &Args) -> anyhow::Result<Target> {
+    let addrs = args
+        .url
+        .iter()
+        .map(|u| resolve(u))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(!addrs.is_empty(), "--url names no server");
     Ok(Target {
-        addr,
+        addr: addrs[0],
+        addrs,
         hub: args.hub.clone(),
         path: args.path.clone(),
         mode: args.mode,

@@ -267,7 +267,7 @@ async fn run_thread(
         let source = (!plan.sources.is_empty()).then(|| plan.sources[i % plan.sources.len()]);
         let task = tokio::task::spawn_local(connection(
             plan.clone(),
-            target.clone(),
+            target.for_connection(i),
             i,
             source,
             stats.clone(),

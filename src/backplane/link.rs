@@ -197,7 +197,10 @@ async fn write_loop(
         .iter()
         .map(|p| (*p, cluster.stream_key(*p)))
         .collect();
-    let mut trim = tokio::time::interval(Duration::from_millis(config.heartbeat_interval_ms));
+    // Age-based trimming need not be precise: a tenth of the retention age, 1 to 60 s.
+    let every = Duration::from_millis(config.stream_max_age_ms / 10)
+        .clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut trim = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let batch = cluster.outbox().peek(partitions, config.batch_max_messages);
