@@ -515,10 +515,10 @@ impl Config {
                 return Err(invalid("cluster.redis_urls", "at least one URL"));
             }
             for url in &k.redis_urls {
-                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                if !url.starts_with("redis://") || redis::Client::open(url.as_str()).is_err() {
                     return Err(invalid(
                         "cluster.redis_urls",
-                        format!("`{url}` is not a redis:// URL"),
+                        format!("`{url}` is not a redis://HOST:PORT[/DB] URL"),
                     ));
                 }
             }
@@ -864,5 +864,39 @@ mod tests {
                 .validate()
                 .unwrap_err();
         assert!(err.to_string().contains("client_method"), "{err}");
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let ok = Config::from_toml(
+            "[cluster]\nbackplane = \"redis\"\nredis_urls = [\"redis://10.0.0.5:6379/2\"]\n",
+        )
+        .unwrap();
+        ok.validate().unwrap();
+        for (toml, key) in [
+            (
+                "backplane = \"redis\"\nredis_urls = []",
+                "cluster.redis_urls",
+            ),
+            (
+                "backplane = \"redis\"\nredis_urls = [\"http://x\"]",
+                "cluster.redis_urls",
+            ),
+            ("partitions = 0", "cluster.partitions"),
+            (
+                "redis_urls = [\"redis://a\", \"redis://b\"]\npartitions = 1",
+                "cluster.partitions",
+            ),
+            ("node_timeout_ms = 1000", "cluster.node_timeout_ms"),
+            ("buffer_max_messages = 0", "cluster.buffer_max_messages"),
+        ] {
+            let err = Config::from_toml(&format!("[cluster]\n{toml}\n"))
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(err.to_string().contains(key), "{toml}: {err}");
+        }
+        let err = Config::from_toml("[cluster]\nbackplane = \"etcd\"\n").unwrap_err();
+        assert!(err.to_string().contains("etcd"), "{err}");
     }
 }

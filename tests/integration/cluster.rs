@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::polling::read_until;
-use crate::support::{Client, RS, Server, TempDir, eventually, http, metric, post, rest};
+use crate::support::{Client, RS, Server, TempDir, http, metric, post, rest};
 
 const V: &str = "api-version=2022-06-01";
 
@@ -181,32 +181,19 @@ async fn deliveries_cross_nodes(redis: &[&Redis]) {
     )
     .await;
     assert_eq!(res.status, 200, "{}", res.text());
-    // The join travels through Redis; the group exists on the whole cluster once it landed.
-    eventually("the group has members on every node", || async {
+    // The join travels through Redis: probe until it has landed on node C.
+    until_member(&nodes[0], "room", &mut carol).await;
+    assert_eq!(
         rest(
             &nodes[0],
             "HEAD",
             &format!("/api/hubs/chat/groups/room?{V}"),
-            None,
+            None
         )
         .await
-        .status
-            == 200
-    })
-    .await;
-    eventually("carol's membership reached node C", || async {
-        rest(
-            &nodes[1],
-            "GET",
-            &format!("/api/hubs/chat/users/bob/groups/room?{V}"),
-            None,
-        )
-        .await
-        .status
-            == 200
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+        .status,
+        200
+    );
     alice
         .invoke("SendToGroup", json!(["room", "alice", "to the room"]))
         .await;
@@ -289,21 +276,12 @@ async fn deliveries_cross_nodes(redis: &[&Redis]) {
     )
     .await;
     assert_eq!(res.status, 200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut erin = Client::connect_as(&nodes[0], "erin").await;
-    erin.invoke("GetCount", json!([])).await;
-    let res = rest(
-        &nodes[1],
-        "POST",
-        &format!("/api/hubs/chat/groups/vip/:send?{V}"),
-        Some(json!({"target": "notify", "arguments": ["vip"]})),
-    )
-    .await;
-    assert_eq!(res.status, 202);
-    assert_eq!(
-        Value::from(erin.expect_invocation("notify").await),
-        json!(["vip"])
-    );
+    until_member(&nodes[1], "vip", &mut erin).await;
+    // ... and again when the user comes back on another node.
+    drop(erin);
+    let mut erin = Client::connect_as(&nodes[1], "erin").await;
+    until_member(&nodes[2], "vip", &mut erin).await;
 
     // Negotiate on A, connect on B: no sticky sessions.
     let res = post(
@@ -401,6 +379,31 @@ async fn three_nodes_share_publishes_membership_presence_and_counts() {
 async fn two_redis_servers_as_partitions() {
     let (a, b) = (Redis::start(), Redis::start());
     deliveries_cross_nodes(&[&a, &b]).await;
+}
+
+/// Publishes probes to `group` through `node` until `client` receives one: the membership,
+/// made on another node, has arrived where the client is.
+async fn until_member(node: &Server, group: &str, client: &mut Client) {
+    for _ in 0..50 {
+        let res = rest(
+            node,
+            "POST",
+            &format!("/api/hubs/chat/groups/{group}/:send?{V}"),
+            Some(json!({"target": "probe", "arguments": []})),
+        )
+        .await;
+        assert_eq!(res.status, 202);
+        if tokio::time::timeout(
+            Duration::from_millis(200),
+            client.expect_invocation("probe"),
+        )
+        .await
+        .is_ok()
+        {
+            return;
+        }
+    }
+    panic!("the client never joined {group}");
 }
 
 /// Collects `notify(node, i)` messages until `total` arrived, then a little longer to catch
