@@ -492,4 +492,33 @@ mod tests {
         })
         .await
     }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn publishes_accepted_on_different_shards_arrive_in_the_order_accepted() {
+        // A REST client whose requests land on different shards: the first publish is queued
+        // for shard 1 before the second is made on shard 1 itself.
+        run(async {
+            let shards = node(2, Config::embedded());
+            let far = connect(&shards[1], None).await;
+            settle().await;
+            drain(&far);
+            for (i, shard) in [0, 1, 0, 1].into_iter().enumerate() {
+                shards[shard]
+                    .publish(Publish {
+                        hub: 0,
+                        target: Target::All,
+                        excluded: vec![],
+                        message: Outgoing::new("m".into(), vec![Value::Int(i as i64)]),
+                        created: Instant::now(),
+                    })
+                    .await;
+            }
+            settle().await;
+            let expected: Vec<String> = (0..4)
+                .map(|i| format!(r#"{{"type":1,"target":"m","arguments":[{i}]}}"#))
+                .collect();
+            assert_eq!(drain(&far), expected);
+        })
+        .await
+    }
 }

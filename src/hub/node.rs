@@ -142,6 +142,20 @@ impl Inbox {
         }
     }
 
+    /// Moves the messages already queued (up to `max`) into `out`, without waiting.
+    pub fn try_recv(&self, out: &mut Vec<ShardMsg>, max: usize) {
+        let before = out.len();
+        while out.len() - before < max {
+            match self.queue.pop() {
+                Some(m) => out.push(m),
+                None => break,
+            }
+        }
+        if out.len() > before {
+            self.space.notify_waiters();
+        }
+    }
+
     /// Waits for messages and moves up to `max` of them into `out`.
     pub async fn recv(&self, out: &mut Vec<ShardMsg>, max: usize) {
         loop {

@@ -211,6 +211,10 @@ impl Shard {
     /// recipient. Each shard's inbox is FIFO, so one publisher's messages to one target arrive
     /// in the order sent.
     pub async fn publish(self: &Rc<Self>, publish: Publish) {
+        // What other shards (or nodes) handed this shard before now is delivered first: a
+        // REST client whose requests land on different shards sees its publishes in the
+        // order it made them.
+        self.catch_up();
         let publish = Arc::new(publish);
         if let Target::Connection(id) = publish.target {
             match self.node.registry.locate(id) {
@@ -549,6 +553,15 @@ impl Shard {
             }
         }
         merged
+    }
+
+    /// Applies what is already in this shard's inbox.
+    fn catch_up(self: &Rc<Self>) {
+        let mut batch = Vec::new();
+        self.node.inbox(self.id).try_recv(&mut batch, INBOX_BATCH);
+        for msg in batch {
+            self.apply(msg);
+        }
     }
 
     /// Serves the inbox until the runtime stops.

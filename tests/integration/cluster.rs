@@ -107,6 +107,11 @@ fn ping(port: u16) -> bool {
 
 /// Starts `n` nodes on the Redis servers given, with fast heartbeats.
 fn cluster(redis: &[&Redis], n: usize) -> Vec<Server> {
+    cluster_with(redis, n, 2000)
+}
+
+/// Starts `n` nodes that declare a silent node dead after `node_timeout_ms`.
+fn cluster_with(redis: &[&Redis], n: usize, node_timeout_ms: u64) -> Vec<Server> {
     let urls: Vec<String> = redis.iter().map(|r| r.url()).collect();
     (0..n)
         .map(|i| {
@@ -116,7 +121,10 @@ fn cluster(redis: &[&Redis], n: usize) -> Vec<Server> {
                 .env("HERALD_CLUSTER_NODE_ID", &format!("node-{i}"))
                 .env("HERALD_CLUSTER_PARTITIONS", "8")
                 .env("HERALD_CLUSTER_HEARTBEAT_INTERVAL_MS", "200")
-                .env("HERALD_CLUSTER_NODE_TIMEOUT_MS", "2000")
+                .env(
+                    "HERALD_CLUSTER_NODE_TIMEOUT_MS",
+                    &node_timeout_ms.to_string(),
+                )
                 .env("HERALD_CLUSTER_RECONNECT_MAX_MS", "200")
                 .start()
         })
@@ -504,6 +512,44 @@ async fn redis_restart_loses_and_duplicates_nothing() {
         assert_eq!(got.len(), 3 * N as usize);
     }
     assert!(metric(&nodes[0], "herald_backplane_epoch_changes_total").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_unread_when_redis_comes_back_empty_are_written_again() {
+    let mut redis = Redis::start();
+    let nodes = cluster_with(&[&redis], 2, 10_000);
+    let mut alice = Client::connect(&nodes[0]).await;
+    let mut bob = Client::connect(&nodes[1]).await;
+    counts(&nodes, &mut [&mut alice, &mut bob], 2).await;
+    // Node B stops reading (SIGSTOP): what A publishes now sits in Redis, unread by B ...
+    nodes[1].signal(19);
+    for i in 0..20 {
+        let res = rest(
+            &nodes[0],
+            "POST",
+            &format!("/api/hubs/chat/:send?{V}"),
+            Some(json!({"target": "notify", "arguments": [0, i]})),
+        )
+        .await;
+        assert_eq!(res.status, 202);
+    }
+    for i in 0..20 {
+        assert_eq!(
+            Value::from(alice.expect_invocation("notify").await),
+            json!([0, i])
+        );
+    }
+    // ... until Redis restarts without it.
+    let written = metric(&nodes[0], "herald_backplane_written_total").await;
+    assert!(written >= 20.0, "{written}");
+    redis.kill();
+    redis.spawn();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nodes[1].signal(18);
+    let got = collect(&mut bob, 20).await;
+    assert_eq!(got, (0..20).map(|i| (0, i)).collect::<Vec<_>>());
+    assert!(metric(&nodes[0], "herald_backplane_replayed_total").await >= 20.0);
+    assert!(metric(&nodes[1], "herald_backplane_epoch_changes_total").await >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
