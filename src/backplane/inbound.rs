@@ -248,20 +248,7 @@ async fn answer_locally(node: &Node, hub: HubId, question: Question) -> bool {
             group: group.into(),
         },
     };
-    let mut replies = Vec::with_capacity(node.shards());
-    for shard in 0..node.shards() {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        node.inbox(shard)
-            .send(ShardMsg::Query(query.clone(), tx))
-            .await;
-        replies.push(rx);
-    }
-    for rx in replies {
-        if rx.await.unwrap_or(false) {
-            return true;
-        }
-    }
-    false
+    node.ask_shards(&query, None).await
 }
 
 /// Tells this node's clients that a departed node's connections left, with counts that fall

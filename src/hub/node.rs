@@ -406,6 +406,25 @@ impl Node {
             + self.remote_count(hub)
     }
 
+    /// Asks every shard but `except` (the caller, which answers for itself); true if any
+    /// says yes.
+    pub async fn ask_shards(&self, query: &Query, except: Option<usize>) -> bool {
+        let mut replies = Vec::with_capacity(self.shards());
+        for shard in (0..self.shards()).filter(|s| Some(*s) != except) {
+            let (tx, rx) = oneshot::channel();
+            self.inbox(shard)
+                .send(ShardMsg::Query(query.clone(), tx))
+                .await;
+            replies.push(rx);
+        }
+        for rx in replies {
+            if rx.await.unwrap_or(false) {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Starts the graceful shutdown of every shard.
     pub fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);

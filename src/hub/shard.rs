@@ -505,25 +505,7 @@ impl Shard {
 
     /// Asks every shard of this node.
     async fn query_node(&self, query: &Query) -> bool {
-        let query = query.clone();
-        if self.answer(&query) {
-            return true;
-        }
-        let mut replies = Vec::new();
-        for shard in (0..self.node.shards()).filter(|s| *s != self.id) {
-            let (tx, rx) = oneshot::channel();
-            self.node
-                .inbox(shard)
-                .send(ShardMsg::Query(query.clone(), tx))
-                .await;
-            replies.push(rx);
-        }
-        for rx in replies {
-            if rx.await.unwrap_or(false) {
-                return true;
-            }
-        }
-        false
+        self.answer(query) || self.node.ask_shards(query, Some(self.id)).await
     }
 
     fn snapshot_local(&self) -> Snapshot {

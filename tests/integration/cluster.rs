@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::polling::read_until;
+use crate::polling::{read_until, send};
 use crate::support::{Client, RS, Server, TempDir, http, metric, post, rest};
 
 const V: &str = "api-version=2022-06-01";
@@ -323,27 +323,11 @@ async fn deliveries_cross_nodes(redis: &[&Redis]) {
     stream.write_all(req.as_bytes()).await.unwrap();
     let mut seen = Vec::new();
     read_until(&mut stream, &mut seen, ":\r\n").await;
-    let post_to = |node: usize, body: String| {
-        let (addr, token) = (nodes[node].addr, token.clone());
-        async move {
-            http(
-                addr,
-                "POST",
-                &format!("/hubs/chat?id={token}"),
-                &[("Content-Type", "text/plain")],
-                body.as_bytes(),
-            )
-            .await
-            .status
-        }
-    };
-    assert_eq!(
-        post_to(2, format!("{{\"protocol\":\"json\",\"version\":1}}{RS}")).await,
-        200
-    );
+    let handshake = format!("{{\"protocol\":\"json\",\"version\":1}}{RS}");
+    assert_eq!(send(&nodes[2], &token, &handshake).await, 200);
     read_until(&mut stream, &mut seen, "data: {}").await;
     let echo = json!({"type": 1, "invocationId": "7", "target": "Echo", "arguments": ["far"]});
-    assert_eq!(post_to(0, format!("{echo}{RS}")).await, 200);
+    assert_eq!(send(&nodes[0], &token, &format!("{echo}{RS}")).await, 200);
     read_until(&mut stream, &mut seen, r#""result":"far""#).await;
     counts(&nodes, &mut [&mut alice], 7).await;
 

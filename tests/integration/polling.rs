@@ -35,7 +35,7 @@ async fn negotiate(server: &Server) -> String {
     res.json()["connectionToken"].as_str().unwrap().to_string()
 }
 
-async fn send(server: &Server, token: &str, body: &str) -> u16 {
+pub async fn send(server: &Server, token: &str, body: &str) -> u16 {
     http(
         server.addr,
         "POST",
