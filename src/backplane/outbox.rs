@@ -41,17 +41,20 @@ pub struct Outbox {
     queued: usize,
     max_queued: usize,
     window: Duration,
+    /// Written entries kept per partition (the configured total shared out).
     window_max: usize,
 }
 
 impl Outbox {
+    /// An outbox for `partitions` partitions that queues at most `max_queued` messages and
+    /// keeps the written ones for `window`, at most `window_max` in all.
     pub fn new(partitions: usize, max_queued: usize, window: Duration, window_max: usize) -> Self {
         Outbox {
             partitions: (0..partitions).map(|_| Partition::default()).collect(),
             queued: 0,
             max_queued,
             window,
-            window_max,
+            window_max: window_max.div_ceil(partitions.max(1)),
         }
     }
 
