@@ -580,3 +580,22 @@ async fn a_killed_node_is_mourned() {
     );
     drop(victim);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_says_goodbye() {
+    let redis = Redis::start();
+    // Heartbeats could not explain what follows: a silent node would be dead only after 30 s.
+    let mut nodes = cluster_with(&[&redis], 2, 30_000);
+    let mut alice = Client::connect(&nodes[0]).await;
+    let mut bob = Client::connect_as(&nodes[1], "bob").await;
+    counts(&nodes, &mut [&mut alice, &mut bob], 2).await;
+    let started = std::time::Instant::now();
+    let status = nodes[1].terminate(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let args = tokio::time::timeout(Duration::from_secs(10), alice.expect_invocation("left"))
+        .await
+        .expect("a left event well before the node timeout");
+    assert_eq!(Value::from(args), json!([bob.connection_id, "bob", 1]));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    counts(&nodes[..1], &mut [&mut alice], 1).await;
+}
