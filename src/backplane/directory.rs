@@ -163,15 +163,10 @@ impl Directory {
         self.peers.keys().copied().collect()
     }
 
-    /// Names and connection counts of the other nodes, for logs and metrics.
-    pub fn summary(&self) -> Vec<(String, usize)> {
-        let mut out: Vec<(String, usize)> = self
-            .peers
-            .values()
-            .map(|p| (p.name.clone(), p.conns.len()))
-            .collect();
-        out.sort();
-        out
+    /// The other nodes alive, and the connections they hold (for metrics and readiness).
+    pub fn totals(&self) -> (usize, usize) {
+        let conns = self.peers.values().map(|p| p.conns.len()).sum();
+        (self.peers.len(), conns)
     }
 }
 

@@ -11,12 +11,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::directory::{Departed, Remote};
-use super::envelope::{Body, Envelope, Question};
-use super::{Cluster, hub_target, unix_us};
+use super::envelope::{Body, Envelope};
+use super::{Cluster, hub_query, hub_target, unix_us};
 use crate::fault::CloseReason;
 use crate::hub::connection::ConnectionId;
 use crate::hub::definition::HubId;
-use crate::hub::{Node, Outgoing, Publish, Query, ShardMsg, Target};
+use crate::hub::{Node, Outgoing, Publish, ShardMsg, Target};
 use crate::protocol::Value;
 
 /// Sends `msg` to the shard holding connection `id` on this node, if one does.
@@ -211,7 +211,7 @@ pub async fn apply(node: &Arc<Node>, cluster: &Arc<Cluster>, env: Envelope) {
             // Answered off the read loop: the shards' replies must not hold up delivery.
             let (node, cluster) = (node.clone(), cluster.clone());
             tokio::spawn(async move {
-                let yes = answer_locally(&node, hub, question).await;
+                let yes = node.ask_shards(&hub_query(hub, question), None).await;
                 cluster.answer(origin, id, yes);
             });
         }
@@ -229,26 +229,6 @@ pub async fn apply(node: &Arc<Node>, cluster: &Arc<Cluster>, env: Envelope) {
             }
         }
     }
-}
-
-/// Asks this node's shards.
-async fn answer_locally(node: &Node, hub: HubId, question: Question) -> bool {
-    let query = match question {
-        Question::GroupExists { group } => Query::GroupExists {
-            hub,
-            group: group.into(),
-        },
-        Question::UserExists { user } => Query::UserExists {
-            hub,
-            user: user.into(),
-        },
-        Question::UserInGroup { user, group } => Query::UserInGroup {
-            hub,
-            user: user.into(),
-            group: group.into(),
-        },
-    };
-    node.ask_shards(&query, None).await
 }
 
 /// Tells this node's clients that a departed node's connections left, with counts that fall

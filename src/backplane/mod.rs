@@ -30,7 +30,7 @@ use self::outbox::Outbox;
 use crate::config::ClusterConfig;
 use crate::hub::connection::{ConnectionId, IdBuildHasher};
 use crate::hub::definition::{HubId, Hubs};
-use crate::hub::{Publish, Target};
+use crate::hub::{Publish, Query, Target};
 
 /// Roster entries per envelope.
 const ROSTER_CHUNK: usize = 1000;
@@ -97,7 +97,6 @@ pub struct Cluster {
     pending: Mutex<HashMap<u64, Pending>>,
     next_query: AtomicU64,
     pub stats: Stats,
-    started: Instant,
 }
 
 impl Cluster {
@@ -138,7 +137,6 @@ impl Cluster {
             pending: Mutex::new(HashMap::new()),
             next_query: AtomicU64::new(1),
             stats: Stats::default(),
-            started: now,
             config: config.clone(),
         }
     }
@@ -313,17 +311,13 @@ impl Cluster {
                 open: remote.open,
             })
             .collect();
-        let mut chunks = members.chunks(ROSTER_CHUNK).peekable();
-        if chunks.peek().is_none() {
-            self.send(
-                self.home,
-                Body::Roster {
-                    reset: true,
-                    members: Vec::new(),
-                },
-            );
-        }
-        for (i, chunk) in chunks.enumerate() {
+        // An empty roster is still sent: it resets what the others knew.
+        let chunks: Vec<&[Member]> = if members.is_empty() {
+            vec![&[]]
+        } else {
+            members.chunks(ROSTER_CHUNK).collect()
+        };
+        for (i, chunk) in chunks.into_iter().enumerate() {
             self.send(
                 self.home,
                 Body::Roster {
@@ -350,7 +344,8 @@ impl Cluster {
 
     /// Asks every other node; true as soon as one says yes, false when all said no (or did
     /// not answer in time).
-    pub async fn ask(&self, hub: HubId, question: Question) -> bool {
+    pub async fn ask(&self, query: &Query) -> bool {
+        let (hub, question) = wire_question(query);
         let waiting: HashSet<u64> = lock(&self.directory).peers().into_iter().collect();
         if waiting.is_empty() {
             return false;
@@ -453,14 +448,7 @@ impl Cluster {
             .iter()
             .filter(|l| l.up.load(Ordering::Relaxed))
             .count();
-        let (peers, remote) = {
-            let d = lock(&self.directory);
-            let summary = d.summary();
-            (
-                summary.len(),
-                summary.iter().map(|(_, n)| *n).sum::<usize>(),
-            )
-        };
+        let (peers, remote) = lock(&self.directory).totals();
         let queued = lock(&self.outbox).queued();
         let gauges: [(&str, &str, u64); 5] = [
             (
@@ -568,11 +556,6 @@ impl Cluster {
         }
         o
     }
-
-    /// Seconds since this node started (for the readiness answer).
-    pub fn uptime(&self) -> Duration {
-        self.started.elapsed()
-    }
 }
 
 /// Starts the links to Redis and the heartbeat on the control runtime, and asks the nodes
@@ -594,6 +577,50 @@ pub fn wire_target(target: &Target) -> WireTarget {
         Target::Group(g) => WireTarget::Group(g.to_string()),
         Target::User(u) => WireTarget::User(u.to_string()),
         Target::Connection(id) => WireTarget::Connection(id.0),
+    }
+}
+
+/// A question about connections, in cluster form.
+pub fn wire_question(query: &Query) -> (HubId, Question) {
+    match query {
+        Query::GroupExists { hub, group } => (
+            *hub,
+            Question::GroupExists {
+                group: group.to_string(),
+            },
+        ),
+        Query::UserExists { hub, user } => (
+            *hub,
+            Question::UserExists {
+                user: user.to_string(),
+            },
+        ),
+        Query::UserInGroup { hub, user, group } => (
+            *hub,
+            Question::UserInGroup {
+                user: user.to_string(),
+                group: group.to_string(),
+            },
+        ),
+    }
+}
+
+/// A question from another node, for this node's shards.
+pub fn hub_query(hub: HubId, question: Question) -> Query {
+    match question {
+        Question::GroupExists { group } => Query::GroupExists {
+            hub,
+            group: group.into(),
+        },
+        Question::UserExists { user } => Query::UserExists {
+            hub,
+            user: user.into(),
+        },
+        Question::UserInGroup { user, group } => Query::UserInGroup {
+            hub,
+            user: user.into(),
+            group: group.into(),
+        },
     }
 }
 

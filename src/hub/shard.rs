@@ -478,29 +478,7 @@ impl Shard {
         let Some(cluster) = &self.node.cluster else {
             return false;
         };
-        use crate::backplane::envelope::Question;
-        let (hub, question) = match query {
-            Query::GroupExists { hub, group } => (
-                hub,
-                Question::GroupExists {
-                    group: group.to_string(),
-                },
-            ),
-            Query::UserExists { hub, user } => (
-                hub,
-                Question::UserExists {
-                    user: user.to_string(),
-                },
-            ),
-            Query::UserInGroup { hub, user, group } => (
-                hub,
-                Question::UserInGroup {
-                    user: user.to_string(),
-                    group: group.to_string(),
-                },
-            ),
-        };
-        cluster.ask(hub, question).await
+        cluster.ask(&query).await
     }
 
     /// Asks every shard of this node.

@@ -381,6 +381,15 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Body> {
     response
 }
 
+/// Marks a response as never to be cached (event streams and poll answers).
+pub fn no_cache(headers: &mut http::HeaderMap) {
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store"),
+    );
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
 /// Ready unless shutting down. A node whose Redis is away stays ready — it keeps serving its
 /// own clients and buffers cluster messages — and says so in the body, with the backplane's
 /// lag and backlog, for dashboards and alerts.
@@ -389,20 +398,15 @@ fn ready(node: &crate::hub::Node) -> Response<Body> {
         return health(!node.is_shutting_down());
     };
     use std::sync::atomic::Ordering;
-    let status = if node.is_shutting_down() {
+    let down = node.is_shutting_down();
+    let status = if down {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
-    let (peers, remote) = {
-        let summary = cluster.directory().summary();
-        (
-            summary.len(),
-            summary.iter().map(|(_, n)| *n).sum::<usize>(),
-        )
-    };
+    let (peers, remote) = cluster.directory().totals();
     let body = serde_json::json!({
-        "status": if node.is_shutting_down() { "shutting_down" } else { "ok" },
+        "status": if down { "shutting_down" } else { "ok" },
         "backplane": {
             "kind": "redis",
             "node": cluster.name,

@@ -184,10 +184,7 @@ pub async fn send(
             if !hub.transports.contains(&TransportKind::LongPolling) {
                 return Err(HttpFault::ConnectionNotFound);
             }
-            let accepted = endpoint::accept(shard, hub, req.headers(), query, Some(id))?;
-            endpoint::claim(shard, &accepted, TransportKind::LongPolling)?;
-            let hc = create(shard, accepted, TransportKind::LongPolling);
-            tokio::task::spawn_local(longpoll::drive(hc));
+            longpoll::start(shard, hub, req.headers(), query, id)?;
             shard.id
         }
     };

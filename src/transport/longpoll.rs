@@ -51,11 +51,7 @@ fn reply(r: PollReply) -> Response<Body> {
         PollReply::Gone => status(StatusCode::NO_CONTENT),
     };
     let h = response.headers_mut();
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-store"),
-    );
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    super::http::no_cache(h);
     h.insert(
         header::EXPIRES,
         HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
@@ -130,16 +126,29 @@ pub async fn poll(
         } => owner,
         IdState::Active { .. } => return Err(HttpFault::TransportChanged),
         IdState::Unknown => {
-            let accepted = endpoint::accept(shard, hub, req.headers(), query, Some(id))?;
-            endpoint::claim(shard, &accepted, TransportKind::LongPolling)?;
-            let hc = http_conn::create(shard, accepted, TransportKind::LongPolling);
-            tokio::task::spawn_local(drive(hc));
+            start(shard, hub, req.headers(), query, id)?;
             shard.id
         }
     };
     let (tx, rx) = oneshot::channel();
     shard.run_on(owner, move |_| on_poll(token.id, tx)).await;
     Ok(reply(rx.await.unwrap_or(PollReply::Gone)))
+}
+
+/// Starts the long-polling connection of token `id` on this shard: its first poll, or a
+/// POST that came before it.
+pub fn start(
+    shard: &Rc<Shard>,
+    hub: &HubDef,
+    headers: &http::HeaderMap,
+    query: Option<&str>,
+    id: &str,
+) -> Result<(), HttpFault> {
+    let accepted = endpoint::accept(shard, hub, headers, query, Some(id))?;
+    endpoint::claim(shard, &accepted, TransportKind::LongPolling)?;
+    let hc = http_conn::create(shard, accepted, TransportKind::LongPolling);
+    tokio::task::spawn_local(drive(hc));
+    Ok(())
 }
 
 /// `DELETE /hubs/{hub}?id=…`: the client ends its long-polling connection (202).

@@ -57,11 +57,7 @@ pub fn start(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
     );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-store"),
-    );
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    super::http::no_cache(h);
     h.insert(
         header::CONTENT_ENCODING,
         HeaderValue::from_static("identity"),
