@@ -210,6 +210,7 @@ async fn invoke(
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::hub::node::{Query, ShardMsg};
     use crate::hub::shard::testing::{connect, drain, node, settle};
 
     fn invocation(id: Option<&str>, target: &str, args: Vec<Value>) -> HubMessage {
@@ -518,6 +519,37 @@ mod tests {
                 .map(|i| format!(r#"{{"type":1,"target":"m","arguments":[{i}]}}"#))
                 .collect();
             assert_eq!(drain(&far), expected);
+        })
+        .await
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_query_on_one_shard_sees_changes_accepted_on_another() {
+        // A REST client removes a user from every group through shard 0, then asks through
+        // shard 1 before shard 1's inbox loop has run: the answer reflects the removal.
+        run(async {
+            let shards = node(2, Config::embedded());
+            let in_group = || Query::UserInGroup {
+                hub: 0,
+                user: "alice".into(),
+                group: "h".into(),
+            };
+            shards[0]
+                .to_all(|| ShardMsg::AddUserToGroup {
+                    hub: 0,
+                    user: "alice".into(),
+                    group: "h".into(),
+                    until: Some(Instant::now() + std::time::Duration::from_secs(60)),
+                })
+                .await;
+            assert!(shards[1].query(in_group()).await);
+            shards[0]
+                .to_all(|| ShardMsg::RemoveUserFromAllGroups {
+                    hub: 0,
+                    user: "alice".into(),
+                })
+                .await;
+            assert!(!shards[1].query(in_group()).await);
         })
         .await
     }

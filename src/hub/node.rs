@@ -142,6 +142,11 @@ impl Inbox {
         }
     }
 
+    /// How many messages are queued now.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Moves the messages already queued (up to `max`) into `out`, without waiting.
     pub fn try_recv(&self, out: &mut Vec<ShardMsg>, max: usize) {
         let before = out.len();

@@ -471,7 +471,7 @@ impl Shard {
     }
 
     /// Asks every shard, and every node of the cluster; true if any answers yes.
-    pub async fn query(&self, query: Query) -> bool {
+    pub async fn query(self: &Rc<Self>, query: Query) -> bool {
         if self.query_node(&query).await {
             return true;
         }
@@ -481,8 +481,11 @@ impl Shard {
         cluster.ask(&query).await
     }
 
-    /// Asks every shard of this node.
-    async fn query_node(&self, query: &Query) -> bool {
+    /// Asks every shard of this node. Changes other shards handed this one before now are
+    /// applied first, so a REST client whose requests land on different shards reads its own
+    /// writes; the other shards answer through their FIFO inboxes, after what was sent to them.
+    async fn query_node(self: &Rc<Self>, query: &Query) -> bool {
+        self.catch_up();
         self.answer(query) || self.node.ask_shards(query, Some(self.id)).await
     }
 
@@ -515,10 +518,12 @@ impl Shard {
         merged
     }
 
-    /// Applies what is already in this shard's inbox.
+    /// Applies everything that was in this shard's inbox when called (bounded by the inbox's
+    /// capacity; what arrives meanwhile waits for the inbox loop).
     fn catch_up(self: &Rc<Self>) {
+        let inbox = self.node.inbox(self.id);
         let mut batch = Vec::new();
-        self.node.inbox(self.id).try_recv(&mut batch, INBOX_BATCH);
+        inbox.try_recv(&mut batch, inbox.queued());
         for msg in batch {
             self.apply(msg);
         }
