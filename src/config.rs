@@ -214,6 +214,12 @@ pub struct ClusterConfig {
     pub backplane: BackplaneKind,
     pub node_id: String,
     pub redis_urls: Vec<String>,
+    /// PEM certificates to trust for `rediss://` servers; empty: the system's roots.
+    pub redis_ca_file: String,
+    /// Client certificate chain and key (PEM) for servers that ask for one
+    /// (`tls-auth-clients`); both or neither.
+    pub redis_cert_file: String,
+    pub redis_key_file: String,
     pub stream_prefix: String,
     pub partitions: usize,
     pub stream_max_len: usize,
@@ -234,6 +240,9 @@ impl Default for ClusterConfig {
             backplane: BackplaneKind::Local,
             node_id: String::new(),
             redis_urls: vec!["redis://127.0.0.1:6379".into()],
+            redis_ca_file: String::new(),
+            redis_cert_file: String::new(),
+            redis_key_file: String::new(),
             stream_prefix: "herald".into(),
             partitions: 16,
             stream_max_len: 100_000,
@@ -514,12 +523,15 @@ impl Config {
             if k.redis_urls.is_empty() {
                 return Err(invalid("cluster.redis_urls", "at least one URL"));
             }
+            if k.redis_cert_file.is_empty() != k.redis_key_file.is_empty() {
+                return Err(invalid(
+                    "cluster",
+                    "set both redis_cert_file and redis_key_file, or neither",
+                ));
+            }
             for url in &k.redis_urls {
-                if !url.starts_with("redis://") || redis::Client::open(url.as_str()).is_err() {
-                    return Err(invalid(
-                        "cluster.redis_urls",
-                        format!("`{url}` is not a redis://HOST:PORT[/DB] URL"),
-                    ));
+                if let Err(e) = crate::backplane::redis_client(k, url) {
+                    return Err(invalid(e.key(), e.to_string()));
                 }
             }
         }

@@ -17,6 +17,8 @@ pub mod inbound;
 pub mod link;
 pub mod outbox;
 
+pub use self::link::{LinkError, redis_client};
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -59,6 +61,7 @@ pub struct Stats {
     pub epoch_changes: AtomicU64,
     pub replayed: AtomicU64,
     pub reconnects: AtomicU64,
+    pub link_failures: AtomicU64,
     pub nodes_expired: AtomicU64,
     pub query_timeouts: AtomicU64,
     /// Send→read delay of the last entry read from another node, in microseconds.
@@ -70,6 +73,8 @@ struct LinkState {
     up: AtomicBool,
     /// When the link last came up (or start-up, before it ever did).
     since: Mutex<Instant>,
+    /// Why the link is down, while it is (a refused certificate, a wrong password…).
+    error: Mutex<Option<String>>,
 }
 
 struct Pending {
@@ -130,6 +135,7 @@ impl Cluster {
                 .map(|_| LinkState {
                     up: AtomicBool::new(false),
                     since: Mutex::new(now),
+                    error: Mutex::new(None),
                 })
                 .collect(),
             directory: Mutex::new(Directory::new(hubs.len())),
@@ -413,8 +419,26 @@ impl Cluster {
     pub(crate) fn set_link(&self, server: usize, up: bool) {
         if up {
             *lock(&self.links[server].since) = Instant::now();
+            *lock(&self.links[server].error) = None;
         }
         self.links[server].up.store(up, Ordering::Relaxed);
+    }
+
+    /// Records why link `server` failed (it is down until it comes up again).
+    pub(crate) fn link_failed(&self, server: usize, error: String) {
+        self.stats.link_failures.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.links[server].error) = Some(error);
+    }
+
+    /// The reason the first failing link gave, while one is down.
+    pub fn link_error(&self) -> Option<String> {
+        self.links.iter().find_map(|l| {
+            if l.up.load(Ordering::Relaxed) {
+                None
+            } else {
+                lock(&l.error).clone()
+            }
+        })
     }
 
     /// Whether every Redis server is reachable.
@@ -485,7 +509,7 @@ impl Cluster {
             "# HELP herald_backplane_lag_seconds Send-to-read delay of the last cluster message read from another node.\n# TYPE herald_backplane_lag_seconds gauge\nherald_backplane_lag_seconds {:.6}",
             s.lag_us.load(Ordering::Relaxed) as f64 / 1e6
         );
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             (
                 "herald_backplane_written_total",
                 "Cluster messages written to Redis.",
@@ -535,6 +559,11 @@ impl Cluster {
                 "herald_backplane_reconnects_total",
                 "Connections to Redis re-established after a failure.",
                 &s.reconnects,
+            ),
+            (
+                "herald_backplane_link_failures_total",
+                "Failed attempts to connect to Redis, and links lost (the reason is on /readyz).",
+                &s.link_failures,
             ),
             (
                 "herald_backplane_nodes_expired_total",

@@ -411,6 +411,7 @@ fn ready(node: &crate::hub::Node) -> Response<Body> {
             "kind": "redis",
             "node": cluster.name,
             "state": if cluster.is_up() { "up" } else { "down" },
+            "error": cluster.link_error(),
             "lag_ms": cluster.stats.lag_us.load(Ordering::Relaxed) as f64 / 1000.0,
             "queued": cluster.outbox().queued(),
             "peers": peers,

@@ -41,6 +41,17 @@ fn config_check_names_the_bad_key() {
         String::from_utf8_lossy(&out.stderr).contains("connections.max_message_bytes"),
         "{out:?}"
     );
+    std::fs::write(
+        &file,
+        "[cluster]\nbackplane = \"redis\"\nredis_urls = [\"rediss://:pw@127.0.0.1:6380\"]\n\
+         redis_ca_file = \"/nonexistent/ca.pem\"\n",
+    )
+    .unwrap();
+    let out = run(&["config", "check", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("cluster.redis_ca_file"), "{out:?}");
+    assert!(stderr.contains("/nonexistent/ca.pem"), "{out:?}");
 }
 
 #[test]

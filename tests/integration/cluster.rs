@@ -23,6 +23,8 @@ struct Redis {
     port: u16,
     child: Option<Child>,
     dir: TempDir,
+    /// TLS only (no plain port), requiring client certificates, with files in `dir`.
+    tls: bool,
 }
 
 impl Redis {
@@ -36,13 +38,90 @@ impl Redis {
             port,
             child: None,
             dir: TempDir::new(),
+            tls: false,
+        };
+        redis.spawn();
+        redis
+    }
+
+    /// A server that speaks only TLS, with a certificate from a private CA, and requires
+    /// clients to present a certificate from that CA. The CA and a client certificate are
+    /// written to `dir` as ca.pem, client.pem and client.key.
+    fn start_tls() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = TempDir::new();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "Herald test CA");
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate().unwrap()).unwrap();
+        let leaf = |name: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let params = rcgen::CertificateParams::new(vec![name.into()]).unwrap();
+            let cert = params.signed_by(&key, &ca).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let write = |file: &str, text: &str| std::fs::write(dir.0.join(file), text).unwrap();
+        let (server, server_key) = leaf("127.0.0.1");
+        let (client, client_key) = leaf("herald-node");
+        write("ca.pem", &ca.pem());
+        write("server.pem", &server);
+        write("server.key", &server_key);
+        write("client.pem", &client);
+        write("client.key", &client_key);
+        let mut redis = Redis {
+            port,
+            child: None,
+            dir,
+            tls: true,
         };
         redis.spawn();
         redis
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.0.join(name).to_string_lossy().into_owned()
+    }
+
+    fn args(&self) -> Vec<String> {
+        let port = self.port.to_string();
+        if !self.tls {
+            return vec!["--port".into(), port];
+        }
+        vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            port,
+            "--tls-cert-file".into(),
+            self.file("server.pem"),
+            "--tls-key-file".into(),
+            self.file("server.key"),
+            "--tls-ca-cert-file".into(),
+            self.file("ca.pem"),
+            "--tls-auth-clients".into(),
+            "yes".into(),
+        ]
+    }
+
+    /// Whether the server answers: PING on a plain port; on a TLS port, that it accepts
+    /// connections (Redis listens once it is ready to serve).
+    fn answers(&self) -> bool {
+        if self.tls {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        } else {
+            ping(self.port)
+        }
     }
 
     /// Starts (or restarts, on the same port and empty) the server and waits for it to answer.
@@ -50,7 +129,8 @@ impl Redis {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let mut child = Command::new("redis-server")
-                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                .args(self.args())
+                .args(["--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no"])
                 .arg("--dir")
                 .arg(&self.dir.0)
@@ -59,7 +139,7 @@ impl Redis {
                 .spawn()
                 .expect("redis-server runs (tests/run installs it)");
             for _ in 0..100 {
-                if ping(self.port) {
+                if self.answers() {
                     self.child = Some(child);
                     return;
                 }
@@ -598,4 +678,63 @@ async fn a_node_that_stops_says_goodbye() {
     assert_eq!(Value::from(args), json!([bob.connection_id, "bob", 1]));
     assert!(started.elapsed() < Duration::from_secs(20));
     counts(&nodes[..1], &mut [&mut alice], 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca_and_client_certificates() {
+    let redis = Redis::start_tls();
+    let node = |i: usize, io: &'static str, client_cert: bool| {
+        let mut builder = Server::builder(io)
+            .env("HERALD_CLUSTER_BACKPLANE", "redis")
+            .env("HERALD_CLUSTER_REDIS_URLS", &redis.url())
+            .env("HERALD_CLUSTER_REDIS_CA_FILE", &redis.file("ca.pem"))
+            .env("HERALD_CLUSTER_NODE_ID", &format!("node-{i}"))
+            .env("HERALD_CLUSTER_HEARTBEAT_INTERVAL_MS", "200")
+            .env("HERALD_CLUSTER_RECONNECT_MAX_MS", "200");
+        if client_cert {
+            builder = builder
+                .env("HERALD_CLUSTER_REDIS_CERT_FILE", &redis.file("client.pem"))
+                .env("HERALD_CLUSTER_REDIS_KEY_FILE", &redis.file("client.key"));
+        }
+        builder.start()
+    };
+    let nodes = [node(0, "epoll", true), node(1, "uring", true)];
+    let mut alice = Client::connect(&nodes[0]).await;
+    let mut bob = Client::connect(&nodes[1]).await;
+    counts(&nodes, &mut [&mut alice, &mut bob], 2).await;
+    alice.send("Send", json!(["alice", "over TLS"])).await;
+    assert_eq!(
+        Value::from(bob.expect_invocation("broadcastMessage").await),
+        json!(["alice", "over TLS"])
+    );
+    let ready = http(nodes[1].addr, "GET", "/readyz", &[], b"").await.json();
+    assert_eq!(ready["backplane"]["state"], "up", "{ready}");
+
+    // A node without a client certificate is refused by this Redis: it serves its own clients,
+    // stays ready, and reports the backplane down.
+    let lone = node(2, "epoll", false);
+    let mut carol = Client::connect(&lone).await;
+    carol.send("Send", json!(["carol", "local"])).await;
+    assert_eq!(
+        Value::from(carol.expect_invocation("broadcastMessage").await),
+        json!(["carol", "local"])
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(&lone, "herald_backplane_link_failures_total ").await < 2.0 {
+        assert!(std::time::Instant::now() < deadline, "no failed attempt");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let res = http(lone.addr, "GET", "/readyz", &[], b"").await;
+    assert_eq!(res.status, 200);
+    let backplane = &res.json()["backplane"];
+    assert_eq!(backplane["state"], "down", "{}", res.text());
+    assert!(
+        backplane["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with(&redis.url())),
+        "{}",
+        res.text()
+    );
+    assert_eq!(metric(&lone, "herald_backplane_redis_up ").await, 0.0);
+    counts(&nodes, &mut [&mut alice, &mut bob], 2).await;
 }
