@@ -1,6 +1,8 @@
 //! The directory: what this node knows of the other nodes — that they are alive, and which
 //! connections each one holds — so counts, presence and REST existence checks cover the whole
-//! cluster, and a dead node's connections can be announced as gone.
+//! cluster, and a dead node's connections can be announced as gone. It also remembers the ids
+//! of remote connections that ended until their tokens expire, so a connection token starts
+//! one connection in the whole cluster, not one per node.
 //!
 //! Pure: callers pass `now`; no I/O.
 
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::hub::connection::{ConnectionId, IdBuildHasher};
 use crate::hub::definition::HubId;
+use crate::hub::node::ClaimError;
 
 /// A connection held by another node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,14 +46,33 @@ pub struct Directory {
     owners: HashMap<ConnectionId, u64, IdBuildHasher>,
     /// Remote connections per hub.
     counts: Vec<i64>,
+    /// Remote connections that ended, until their tokens expire.
+    ended: HashMap<ConnectionId, Instant, IdBuildHasher>,
+    /// How long a connection token outlives the end of its connection at most.
+    token_life: Duration,
 }
 
 impl Directory {
-    pub fn new(hubs: usize) -> Directory {
+    pub fn new(hubs: usize, token_life: Duration) -> Directory {
         Directory {
             peers: HashMap::new(),
             owners: HashMap::default(),
             counts: vec![0; hubs],
+            ended: HashMap::default(),
+            token_life,
+        }
+    }
+
+    /// Whether this node may start connection `id`: not if another node holds it (a second
+    /// use of its token, or a reconnect that should have gone to that node) or ended it while
+    /// its token may still be valid.
+    pub fn may_claim(&self, id: ConnectionId, now: Instant) -> Result<(), ClaimError> {
+        if self.owners.contains_key(&id) {
+            return Err(ClaimError::Active);
+        }
+        match self.ended.get(&id) {
+            Some(until) if *until > now => Err(ClaimError::Ended),
+            _ => Ok(()),
         }
     }
 
@@ -85,12 +107,13 @@ impl Directory {
         self.owners.insert(id, origin);
     }
 
-    pub fn close(&mut self, origin: u64, id: ConnectionId) -> Option<Remote> {
+    pub fn close(&mut self, origin: u64, id: ConnectionId, now: Instant) -> Option<Remote> {
         let removed = self.peers.get_mut(&origin)?.conns.remove(&id)?;
         self.counts[removed.hub as usize] -= i64::from(removed.open);
         if self.owners.get(&id) == Some(&origin) {
             self.owners.remove(&id);
         }
+        self.ended.insert(id, now + self.token_life);
         Some(removed)
     }
 
@@ -116,8 +139,8 @@ impl Directory {
         }
     }
 
-    /// Forgets `origin` and returns what it held.
-    pub fn remove(&mut self, origin: u64) -> Option<Departed> {
+    /// Forgets `origin` and returns what it held; its connections' ids count as ended.
+    pub fn remove(&mut self, origin: u64, now: Instant) -> Option<Departed> {
         let peer = self.peers.remove(&origin)?;
         let mut conns = Vec::with_capacity(peer.conns.len());
         for (id, remote) in peer.conns {
@@ -125,6 +148,7 @@ impl Directory {
             if self.owners.get(&id) == Some(&origin) {
                 self.owners.remove(&id);
             }
+            self.ended.insert(id, now + self.token_life);
             conns.push((id, remote));
         }
         Some(Departed {
@@ -136,15 +160,18 @@ impl Directory {
 
     /// Removes the nodes not heard from for `timeout`, counting only time since `reachable`
     /// (when this node last regained Redis: a node cannot hear others while it cannot reach
-    /// Redis, and must not blame them for it).
+    /// Redis, and must not blame them for it). Also forgets ended ids whose tokens expired.
     pub fn expire(&mut self, now: Instant, timeout: Duration, reachable: Instant) -> Vec<Departed> {
+        self.ended.retain(|_, until| *until > now);
         let dead: Vec<u64> = self
             .peers
             .iter()
             .filter(|(_, p)| now.saturating_duration_since(p.last_seen.max(reachable)) >= timeout)
             .map(|(origin, _)| *origin)
             .collect();
-        dead.into_iter().filter_map(|o| self.remove(o)).collect()
+        dead.into_iter()
+            .filter_map(|o| self.remove(o, now))
+            .collect()
     }
 
     /// The hub of a remote connection.
@@ -185,7 +212,7 @@ mod tests {
     #[test]
     fn counts_follow_opens_closes_and_rosters() {
         let now = Instant::now();
-        let mut d = Directory::new(2);
+        let mut d = Directory::new(2, Duration::from_secs(16));
         let (a, b, c) = (ConnectionId(1), ConnectionId(2), ConnectionId(3));
         assert!(d.heard(10, Some("n1"), now));
         assert!(!d.heard(10, Some("n1"), now));
@@ -194,8 +221,8 @@ mod tests {
         d.open(20, b, remote(1, None), now);
         assert_eq!((d.count(0), d.count(1)), (1, 1));
         assert_eq!(d.locate(a), Some(0));
-        assert_eq!(d.close(10, a), Some(remote(0, Some("ann"))));
-        assert_eq!(d.close(10, a), None);
+        assert_eq!(d.close(10, a, now), Some(remote(0, Some("ann"))));
+        assert_eq!(d.close(10, a, now), None);
         assert_eq!(d.count(0), 0);
         // Known while handshaking, counted once open.
         let handshaking = Remote {
@@ -218,7 +245,7 @@ mod tests {
     fn silent_nodes_expire_but_not_while_redis_was_away() {
         let t0 = Instant::now();
         let timeout = Duration::from_secs(10);
-        let mut d = Directory::new(1);
+        let mut d = Directory::new(1, Duration::from_secs(16));
         d.open(10, ConnectionId(1), remote(0, None), t0);
         d.heard(20, None, t0 + Duration::from_secs(8));
         // Redis came back at t0+5: node 10 has had 6 s, not 11, to speak.
@@ -236,5 +263,31 @@ mod tests {
         assert_eq!(gone[0].conns.len(), 1);
         assert_eq!(d.count(0), 0);
         assert_eq!(d.peers(), vec![20]);
+    }
+
+    #[test]
+    fn a_token_starts_one_connection_in_the_cluster() {
+        let t0 = Instant::now();
+        let life = Duration::from_secs(16);
+        let mut d = Directory::new(1, life);
+        let (a, b, c) = (ConnectionId(1), ConnectionId(2), ConnectionId(3));
+        assert_eq!(d.may_claim(a, t0), Ok(()));
+        d.open(10, a, remote(0, None), t0);
+        d.open(20, b, remote(0, None), t0);
+        d.open(20, c, remote(0, None), t0);
+        assert_eq!(d.may_claim(a, t0), Err(ClaimError::Active));
+        d.close(10, a, t0);
+        assert_eq!(d.may_claim(a, t0), Err(ClaimError::Ended));
+        // A node that leaves: its connections' tokens cannot start new ones elsewhere either.
+        d.remove(20, t0 + Duration::from_secs(10));
+        assert_eq!(
+            d.may_claim(b, t0 + Duration::from_secs(20)),
+            Err(ClaimError::Ended)
+        );
+        // Once the tokens have expired the ids are forgotten.
+        d.expire(t0 + Duration::from_secs(27), Duration::from_secs(60), t0);
+        assert_eq!(d.may_claim(a, t0 + Duration::from_secs(27)), Ok(()));
+        assert_eq!(d.may_claim(c, t0 + Duration::from_secs(27)), Ok(()));
+        assert!(d.ended.is_empty());
     }
 }

@@ -175,7 +175,7 @@ pub async fn apply(node: &Arc<Node>, cluster: &Arc<Cluster>, env: Envelope) {
                 .open(origin, ConnectionId(member.conn), remote, now);
         }
         Body::Closed { conn } => {
-            cluster.directory().close(origin, ConnectionId(conn));
+            cluster.directory().close(origin, ConnectionId(conn), now);
         }
         Body::Inbound { conn, payload } => {
             crate::transport::http_conn::receive_forwarded(node, ConnectionId(conn), payload).await
@@ -221,7 +221,7 @@ pub async fn apply(node: &Arc<Node>, cluster: &Arc<Cluster>, env: Envelope) {
             }
         }
         Body::Goodbye => {
-            let departed = cluster.directory().remove(origin);
+            let departed = cluster.directory().remove(origin, now);
             cluster.forget_peer(origin);
             if let Some(departed) = departed {
                 tracing::info!(node = %departed.name, connections = departed.conns.len(), "a node left the cluster");

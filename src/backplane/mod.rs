@@ -105,7 +105,9 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(config: &ClusterConfig, hubs: &Hubs) -> Cluster {
+    /// `token_life`: how long a connection token may outlive its connection (ids of remote
+    /// connections that ended are refused that long).
+    pub fn new(config: &ClusterConfig, hubs: &Hubs, token_life: Duration) -> Cluster {
         let origin = loop {
             let o: u64 = rand::random();
             if o != 0 {
@@ -138,7 +140,7 @@ impl Cluster {
                     error: Mutex::new(None),
                 })
                 .collect(),
-            directory: Mutex::new(Directory::new(hubs.len())),
+            directory: Mutex::new(Directory::new(hubs.len(), token_life)),
             local: Mutex::new(HashMap::default()),
             pending: Mutex::new(HashMap::new()),
             next_query: AtomicU64::new(1),

@@ -369,6 +369,9 @@ impl Node {
             crate::config::BackplaneKind::Redis => Some(Arc::new(crate::backplane::Cluster::new(
                 &config.cluster,
                 &hubs,
+                // A token's clock starts at negotiate, before its connection ends: this bounds it.
+                crate::transport::negotiate::token_lifetime(&config.connections)
+                    + std::time::Duration::from_secs(1),
             ))),
         };
         Arc::new(Node {

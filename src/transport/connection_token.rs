@@ -3,7 +3,8 @@
 //! A token is signed and self-describing (connection id, hub, user, options, expiry), so
 //! negotiate keeps no state and any shard can accept the transport request it starts. The
 //! registry remembers ids in use or ended until their token expires, so a token starts at most
-//! one connection.
+//! one connection; in a cluster the backplane's directory does the same for the other nodes'
+//! ids.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

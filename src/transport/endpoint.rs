@@ -99,12 +99,25 @@ pub fn accept(
 }
 
 /// Claims `accepted.id` for `transport` on this shard; an id in use is a conflict (or a
-/// transport switch), an ended one is gone.
+/// transport switch), an ended one is gone — on this node or, in a cluster, on another.
 pub fn claim(
     shard: &Shard,
     accepted: &Accepted,
     transport: TransportKind,
 ) -> Result<(), HttpFault> {
+    if let Some(cluster) = &shard.node.cluster
+        && shard.node.registry.state(accepted.id) == crate::hub::node::IdState::Unknown
+    {
+        // Another node's connection (or its token, replayed here) is refused: the first use
+        // of a token wins across the cluster, up to the backplane's lag.
+        cluster
+            .directory()
+            .may_claim(accepted.id, Instant::now())
+            .map_err(|e| match e {
+                ClaimError::Active => HttpFault::ConnectionActive,
+                ClaimError::Ended => HttpFault::ConnectionNotFound,
+            })?;
+    }
     shard
         .node
         .registry

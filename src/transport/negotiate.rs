@@ -5,6 +5,7 @@
 //! request may reach any shard.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -121,12 +122,7 @@ pub fn negotiate(
             })
         });
     let id = ConnectionId::random();
-    let ttl = node
-        .config
-        .connections
-        .disconnect_timeout_ms
-        .div_ceil(1000)
-        .max(1);
+    let ttl = token_lifetime(&node.config.connections).as_secs();
     let token = ConnectionToken {
         id,
         hub: hub.name.to_ascii_lowercase(),
@@ -173,6 +169,12 @@ pub fn negotiate(
         http::HeaderValue::from_static("no-cache, no-store"),
     );
     Ok(response)
+}
+
+/// How long a connection token is valid after negotiate: the disconnect timeout, so a client
+/// that loses its connection can come back with the same token, and no longer.
+pub fn token_lifetime(connections: &crate::config::ConnectionsConfig) -> Duration {
+    Duration::from_secs(connections.disconnect_timeout_ms.div_ceil(1000).max(1))
 }
 
 #[cfg(test)]

@@ -738,3 +738,64 @@ async fn rediss_with_a_private_ca_and_client_certificates() {
     assert_eq!(metric(&lone, "herald_backplane_redis_up ").await, 0.0);
     counts(&nodes, &mut [&mut alice, &mut bob], 2).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_token_starts_one_connection_in_the_cluster() {
+    use tokio_tungstenite::{connect_async, tungstenite::Error};
+    let redis = Redis::start();
+    let nodes = cluster(&[&redis], 2);
+    let res = post(
+        nodes[0].addr,
+        "/hubs/chat/negotiate?negotiateVersion=1",
+        &[],
+    )
+    .await;
+    let token = res.json()["connectionToken"].as_str().unwrap().to_string();
+    let path = format!("/hubs/chat?id={token}");
+    let (mut first, _) = connect_async(nodes[0].ws_url(&path)).await.unwrap();
+    // Connections are announced to the cluster once their handshake is done.
+    use futures_util::{SinkExt, StreamExt};
+    first
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            "{\"protocol\":\"json\",\"version\":1}\u{1e}",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        first
+            .next()
+            .await
+            .unwrap()
+            .unwrap()
+            .to_text()
+            .unwrap()
+            .starts_with("{}")
+    );
+    crate::support::eventually("node 1 to learn of the connection", || async {
+        metric(&nodes[1], "herald_backplane_remote_connections ").await >= 1.0
+    })
+    .await;
+    // The same token on the other node: the connection is active there.
+    let err = connect_async(nodes[1].ws_url(&path)).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Http(r) if r.status() == 409),
+        "{err:?}"
+    );
+    // Once it has ended, the token is spent everywhere, while it would still be valid.
+    drop(first);
+    crate::support::eventually("the connection to end on node 1's books", || async {
+        match connect_async(nodes[1].ws_url(&path)).await {
+            Err(Error::Http(r)) => {
+                assert!([404, 409].contains(&r.status().as_u16()), "{r:?}");
+                r.status() == 404
+            }
+            other => panic!("a spent token started a connection: {other:?}"),
+        }
+    })
+    .await;
+    let err = connect_async(nodes[0].ws_url(&path)).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Http(r) if r.status() == 404),
+        "{err:?}"
+    );
+}
