@@ -298,6 +298,9 @@ async fn write_loop(
         .clamp(Duration::from_secs(1), Duration::from_secs(60));
     let mut trim = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let max_backoff = Duration::from_millis(config.reconnect_max_ms);
+    // While Redis refuses writes: the current wait between attempts.
+    let mut refused: Option<Duration> = None;
     loop {
         let batch = cluster.outbox().peek(partitions, config.batch_max_messages);
         if batch.is_empty() {
@@ -328,7 +331,35 @@ async fn write_loop(
                 .arg("e")
                 .arg(&entry.bytes[..]);
         }
-        let ids: Vec<String> = pipe.query_async(conn).await?;
+        let ids: Vec<String> = match pipe.query_async(conn).await {
+            Ok(ids) => ids,
+            Err(e) if refuses_writes(&e) => {
+                // The connection is fine and reads go on; the entries stay queued and are
+                // written again (receivers drop any that had gone in).
+                stats
+                    .commands
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                if refused.is_none() {
+                    tracing::warn!(url = %redacted(&config.redis_urls[server]), "Redis refuses cluster messages; holding them until it accepts: {e}");
+                }
+                cluster.set_link(server, false);
+                cluster.link_failed(
+                    server,
+                    format!("{}: {e}", redacted(&config.redis_urls[server])),
+                );
+                let wait = refused
+                    .map_or(Duration::from_millis(50), |w: Duration| w * 2)
+                    .min(max_backoff);
+                refused = Some(wait);
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if refused.take().is_some() {
+            tracing::info!(url = %redacted(&config.redis_urls[server]), "Redis accepts cluster messages again");
+            cluster.set_link(server, true);
+        }
         stats
             .commands
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -339,6 +370,19 @@ async fn write_loop(
             written.insert(entry.partition, id);
         }
         cluster.outbox().written(&batch, Instant::now());
+    }
+}
+
+/// Whether `e` is Redis refusing writes on a sound connection — out of memory with no
+/// eviction (`OOM`), a missing permission (`NOPERM`), a busy script — rather than a broken
+/// connection. A read-only replica (`READONLY`, after a failover) is not: reconnecting may
+/// reach the new primary.
+fn refuses_writes(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    match e.kind() {
+        ErrorKind::Server(ServerErrorKind::ReadOnly) => false,
+        ErrorKind::Server(_) | ErrorKind::Extension => true,
+        _ => false,
     }
 }
 

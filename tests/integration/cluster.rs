@@ -185,6 +185,17 @@ fn ping(port: u16) -> bool {
             .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
 }
 
+/// Sends one inline command to the plain Redis on `port`; its first reply line.
+fn redis_command(port: u16, command: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(format!("{command}\r\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    line.trim_end().to_string()
+}
+
 /// Starts `n` nodes on the Redis servers given, with fast heartbeats.
 fn cluster(redis: &[&Redis], n: usize) -> Vec<Server> {
     cluster_with(redis, n, 2000)
@@ -798,4 +809,66 @@ async fn a_connection_token_starts_one_connection_in_the_cluster() {
         matches!(&err, Error::Http(r) if r.status() == 404),
         "{err:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_redis_holds_cluster_messages_back_and_loses_none() {
+    let redis = Redis::start();
+    let nodes = cluster(&[&redis], 2);
+    let mut alice = Client::connect(&nodes[0]).await;
+    let mut bob = Client::connect(&nodes[1]).await;
+    counts(&nodes, &mut [&mut alice, &mut bob], 2).await;
+    // Redis at its memory limit with no eviction: every write is refused with an OOM error,
+    // reads still work.
+    assert_eq!(
+        redis_command(redis.port, "CONFIG SET maxmemory-policy noeviction"),
+        "+OK"
+    );
+    assert_eq!(redis_command(redis.port, "CONFIG SET maxmemory 1"), "+OK");
+    for i in 0..20 {
+        let res = rest(
+            &nodes[0],
+            "POST",
+            &format!("/api/hubs/chat/:send?{V}"),
+            Some(json!({"target": "notify", "arguments": [0, i]})),
+        )
+        .await;
+        assert_eq!(res.status, 202);
+    }
+    // Local delivery does not wait for Redis.
+    for i in 0..20 {
+        assert_eq!(
+            Value::from(alice.expect_invocation("notify").await),
+            json!([0, i])
+        );
+    }
+    crate::support::eventually("node 0 to report Redis refusing writes", || async {
+        let ready = http(nodes[0].addr, "GET", "/readyz", &[], b"").await.json();
+        ready["backplane"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("OOM"))
+    })
+    .await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), bob.expect_invocation("notify"))
+            .await
+            .is_err(),
+        "nothing can cross while Redis refuses writes"
+    );
+    assert_eq!(redis_command(redis.port, "CONFIG SET maxmemory 0"), "+OK");
+    let got = collect(&mut bob, 20).await;
+    assert_eq!(got, (0..20).map(|i| (0, i)).collect::<Vec<_>>());
+    counts(&nodes, &mut [&mut alice, &mut bob], 2).await;
+    assert_eq!(
+        metric(&nodes[0], "herald_backplane_dropped_total").await,
+        0.0
+    );
+    // The connection stayed up all along (a refusal is not a broken link): no reconnects.
+    assert_eq!(
+        metric(&nodes[0], "herald_backplane_reconnects_total").await,
+        0.0
+    );
+    let ready = http(nodes[0].addr, "GET", "/readyz", &[], b"").await.json();
+    assert_eq!(ready["backplane"]["state"], "up", "{ready}");
+    assert_eq!(ready["backplane"]["error"], Value::Null, "{ready}");
 }
