@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::both_backends;
-use crate::support::{Client, Connect, RS, Server, http, metric, post};
+use crate::support::{Client, Connect, RS, Server, connection_token, http, metric, post};
 
 /// Opens a handshaken client, sends `text`, and returns the Close message and the WebSocket
 /// close code the server answered with.
@@ -172,8 +172,7 @@ async fn connection_ids(io: &'static str) {
         .unwrap_err();
     assert!(matches!(err, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 404));
     // An id in use: 409. After the connection ends: 404.
-    let res = post(server.addr, "/hubs/chat/negotiate?negotiateVersion=1", &[]).await;
-    let token = res.json()["connectionToken"].as_str().unwrap().to_string();
+    let token = connection_token(&server).await;
     let url = server.ws_url(&format!("/hubs/chat?id={token}"));
     let (first, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     let err = tokio_tungstenite::connect_async(&url).await.unwrap_err();
@@ -188,8 +187,7 @@ async fn connection_ids(io: &'static str) {
     .await;
     // POST without id, POST on a WebSocket connection, GET without upgrade.
     assert_eq!(post(server.addr, "/hubs/chat", &[]).await.status, 400);
-    let res = post(server.addr, "/hubs/chat/negotiate?negotiateVersion=1", &[]).await;
-    let token = res.json()["connectionToken"].as_str().unwrap().to_string();
+    let token = connection_token(&server).await;
     let (_live, _) =
         tokio_tungstenite::connect_async(server.ws_url(&format!("/hubs/chat?id={token}")))
             .await

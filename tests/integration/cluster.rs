@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::polling::{read_until, send};
-use crate::support::{Client, RS, Server, TempDir, http, metric, post, rest};
+use crate::support::{Client, RS, Server, TempDir, connection_token, http, metric, post, rest};
 
 const V: &str = "api-version=2022-06-01";
 
@@ -400,13 +400,7 @@ async fn deliveries_cross_nodes(redis: &[&Redis]) {
 
     // Server-Sent Events without affinity: negotiate on A, the stream from B, the POSTs to
     // C and A (each forwarded to B).
-    let res = post(
-        nodes[0].addr,
-        "/hubs/chat/negotiate?negotiateVersion=1",
-        &[],
-    )
-    .await;
-    let token = res.json()["connectionToken"].as_str().unwrap().to_string();
+    let token = connection_token(&nodes[0]).await;
     let mut stream = TcpStream::connect(nodes[1].addr).await.unwrap();
     let req = format!(
         "GET /hubs/chat?id={token} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
@@ -487,6 +481,27 @@ async fn until_member(node: &Server, group: &str, client: &mut Client) {
         }
     }
     panic!("the client never joined {group}");
+}
+
+/// Publishes `notify(0, i)` for i in 0..n through `node`'s REST API, and checks that `local`,
+/// a client of that node, gets them at once and in order.
+async fn publish_numbered(node: &Server, local: &mut Client, n: i64) {
+    for i in 0..n {
+        let res = rest(
+            node,
+            "POST",
+            &format!("/api/hubs/chat/:send?{V}"),
+            Some(json!({"target": "notify", "arguments": [0, i]})),
+        )
+        .await;
+        assert_eq!(res.status, 202);
+    }
+    for i in 0..n {
+        assert_eq!(
+            Value::from(local.expect_invocation("notify").await),
+            json!([0, i])
+        );
+    }
 }
 
 /// Collects `notify(node, i)` messages until `total` arrived, then a little longer to catch
@@ -598,22 +613,7 @@ async fn messages_unread_when_redis_comes_back_empty_are_written_again() {
     counts(&nodes, &mut [&mut alice, &mut bob], 2).await;
     // Node B stops reading (SIGSTOP): what A publishes now sits in Redis, unread by B ...
     nodes[1].signal(19);
-    for i in 0..20 {
-        let res = rest(
-            &nodes[0],
-            "POST",
-            &format!("/api/hubs/chat/:send?{V}"),
-            Some(json!({"target": "notify", "arguments": [0, i]})),
-        )
-        .await;
-        assert_eq!(res.status, 202);
-    }
-    for i in 0..20 {
-        assert_eq!(
-            Value::from(alice.expect_invocation("notify").await),
-            json!([0, i])
-        );
-    }
+    publish_numbered(&nodes[0], &mut alice, 20).await;
     // ... until Redis restarts without it.
     let written = metric(&nodes[0], "herald_backplane_written_total").await;
     assert!(written >= 20.0, "{written}");
@@ -755,13 +755,7 @@ async fn a_connection_token_starts_one_connection_in_the_cluster() {
     use tokio_tungstenite::{connect_async, tungstenite::Error};
     let redis = Redis::start();
     let nodes = cluster(&[&redis], 2);
-    let res = post(
-        nodes[0].addr,
-        "/hubs/chat/negotiate?negotiateVersion=1",
-        &[],
-    )
-    .await;
-    let token = res.json()["connectionToken"].as_str().unwrap().to_string();
+    let token = connection_token(&nodes[0]).await;
     let path = format!("/hubs/chat?id={token}");
     let (mut first, _) = connect_async(nodes[0].ws_url(&path)).await.unwrap();
     // Connections are announced to the cluster once their handshake is done.
@@ -825,23 +819,8 @@ async fn a_full_redis_holds_cluster_messages_back_and_loses_none() {
         "+OK"
     );
     assert_eq!(redis_command(redis.port, "CONFIG SET maxmemory 1"), "+OK");
-    for i in 0..20 {
-        let res = rest(
-            &nodes[0],
-            "POST",
-            &format!("/api/hubs/chat/:send?{V}"),
-            Some(json!({"target": "notify", "arguments": [0, i]})),
-        )
-        .await;
-        assert_eq!(res.status, 202);
-    }
     // Local delivery does not wait for Redis.
-    for i in 0..20 {
-        assert_eq!(
-            Value::from(alice.expect_invocation("notify").await),
-            json!([0, i])
-        );
-    }
+    publish_numbered(&nodes[0], &mut alice, 20).await;
     crate::support::eventually("node 0 to report Redis refusing writes", || async {
         let ready = http(nodes[0].addr, "GET", "/readyz", &[], b"").await.json();
         ready["backplane"]["error"]

@@ -327,6 +327,12 @@ pub async fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Htt
     http(addr, "POST", path, headers, b"").await
 }
 
+/// Negotiates an anonymous connection on hub `chat`; its connection token.
+pub async fn connection_token(server: &Server) -> String {
+    let res = post(server.addr, "/hubs/chat/negotiate?negotiateVersion=1", &[]).await;
+    res.json()["connectionToken"].as_str().unwrap().to_string()
+}
+
 /// A REST call with a server token and a JSON body.
 pub async fn rest(server: &Server, method: &str, path: &str, body: Option<Value>) -> HttpResponse {
     let token = server.server_token();
