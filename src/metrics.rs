@@ -65,6 +65,7 @@ pub struct ShardMetrics {
     connections_opened: Cell<u64>,
     slow_consumers: Cell<u64>,
     tls_failures: Cell<u64>,
+    silent_sockets: Cell<u64>,
     closes: [Cell<u64>; CloseReason::CODES.len()],
     http_faults: [Cell<u64>; HttpFault::CODES.len()],
     http_requests: Cell<u64>,
@@ -83,6 +84,7 @@ impl ShardMetrics {
             connections_opened: Cell::new(0),
             slow_consumers: Cell::new(0),
             tls_failures: Cell::new(0),
+            silent_sockets: Cell::new(0),
             closes: std::array::from_fn(|_| Cell::new(0)),
             http_faults: std::array::from_fn(|_| Cell::new(0)),
             http_requests: Cell::new(0),
@@ -118,6 +120,9 @@ impl ShardMetrics {
     pub fn tls_failure(&self) {
         Self::bump(&self.tls_failures, 1);
     }
+    pub fn silent_socket(&self) {
+        Self::bump(&self.silent_sockets, 1);
+    }
     pub fn closed(&self, reason: &CloseReason) {
         Self::bump(&self.closes[reason.index()], 1);
     }
@@ -147,6 +152,7 @@ impl ShardMetrics {
             connections_opened: self.connections_opened.get(),
             slow_consumers: self.slow_consumers.get(),
             tls_failures: self.tls_failures.get(),
+            silent_sockets: self.silent_sockets.get(),
             closes: get(&self.closes),
             http_faults: get(&self.http_faults),
             http_requests: self.http_requests.get(),
@@ -168,6 +174,7 @@ pub struct Snapshot {
     pub connections_opened: u64,
     pub slow_consumers: u64,
     pub tls_failures: u64,
+    pub silent_sockets: u64,
     pub closes: Vec<u64>,
     pub http_faults: Vec<u64>,
     pub http_requests: u64,
@@ -192,6 +199,7 @@ impl Snapshot {
         self.connections_opened += other.connections_opened;
         self.slow_consumers += other.slow_consumers;
         self.tls_failures += other.tls_failures;
+        self.silent_sockets += other.silent_sockets;
         self.http_requests += other.http_requests;
         for (a, b) in self.latencies.iter_mut().zip(&other.latencies) {
             let _ = a.add(b);
@@ -302,6 +310,12 @@ impl Snapshot {
             "herald_tls_handshake_failures_total",
             "TLS handshakes that failed or timed out.",
             self.tls_failures,
+        );
+        counter(
+            o,
+            "herald_silent_sockets_closed_total",
+            "Accepted sockets closed because they sent nothing within connections.handshake_timeout_ms.",
+            self.silent_sockets,
         );
         header(
             o,

@@ -88,9 +88,13 @@ fn probe_uring() -> io::Result<()> {
 }
 
 /// How a shard takes new sockets; the one place the backends differ.
-pub trait Acceptor {
+pub trait Acceptor: 'static {
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     fn accept(&self) -> impl std::future::Future<Output = io::Result<Self::Io>>;
+    /// Resolves once the peer has sent something (or the socket has failed), without reading
+    /// it: until then a connection holds no HTTP buffers (about 16 KiB), so sockets opened and
+    /// left silent — speculative browser connections, or a flood of them — cost little.
+    fn first_data(io: &mut Self::Io) -> impl std::future::Future<Output = ()>;
     /// Stops accepting: pending accepts fail and the listening socket stops taking connections.
     fn stop(&self);
 }
@@ -104,6 +108,12 @@ impl Acceptor for EpollAcceptor {
         let (stream, _) = self.0.accept().await?;
         let _ = stream.set_nodelay(true);
         Ok(stream)
+    }
+
+    async fn first_data(io: &mut Self::Io) {
+        // A peek, not `readable()`: a new socket may report itself readable before anything
+        // has arrived, and a peek clears that and waits again.
+        let _ = io.peek(&mut [0u8; 1]).await;
     }
 
     fn stop(&self) {
@@ -123,6 +133,12 @@ impl Acceptor for UringAcceptor {
         let (stream, _) = self.listener.accept().await?;
         let _ = stream.set_nodelay(true);
         Ok(uring::LocalSend::new(uring::UringIo::new(stream)))
+    }
+
+    /// io_uring reads are completions, not readiness: the first read goes into the socket's
+    /// own small buffer (`uring::READ_MIN`) and waits there for HTTP to take it.
+    async fn first_data(io: &mut Self::Io) {
+        io.get_mut().first_data().await;
     }
 
     fn stop(&self) {
@@ -353,7 +369,7 @@ async fn run_shard<A: Acceptor>(node: Arc<Node>, id: usize, acceptor: A) {
             accepted = acceptor.accept() => match accepted {
                 Ok(io) => {
                     backoff = Duration::from_millis(5);
-                    tokio::task::spawn_local(serve_socket(shard.clone(), io));
+                    tokio::task::spawn_local(serve_socket::<A>(shard.clone(), io));
                 }
                 Err(e) => {
                     // Out of descriptors or memory: wait instead of spinning.
@@ -374,12 +390,33 @@ async fn run_shard<A: Acceptor>(node: Arc<Node>, id: usize, acceptor: A) {
 
 /// Serves one accepted socket: HTTP, over TLS when configured (the handshake runs in the
 /// connection's own task, within the handshake timeout, so it never holds up accepting).
-async fn serve_socket<S>(shard: Rc<Shard>, io: S)
+async fn serve_socket<A: Acceptor>(shard: Rc<Shard>, mut io: A::Io) {
+    // Nothing is set up for a socket until it speaks, and one that stays silent for the
+    // handshake timeout is closed.
+    let limit = Duration::from_millis(shard.node.config.connections.handshake_timeout_ms);
+    tokio::select! {
+        first = tokio::time::timeout(limit, A::first_data(&mut io)) => {
+            if first.is_err() {
+                shard.metrics.silent_socket();
+                return;
+            }
+        }
+        _ = shard.node.shutdown_signal() => return,
+    }
+    if shard.node.tls.is_none() {
+        return http::serve(shard, io).await;
+    }
+    // Boxed: the TLS state machine is several times the size of the plain one, and a task
+    // holds its future's largest variant for as long as the connection lives.
+    Box::pin(serve_tls(shard, io)).await
+}
+
+async fn serve_tls<S>(shard: Rc<Shard>, io: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Some(tls) = &shard.node.tls else {
-        return http::serve(shard, io).await;
+        return;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
     let limit = Duration::from_millis(shard.node.config.connections.handshake_timeout_ms);

@@ -151,6 +151,59 @@ impl UringIo {
     }
 }
 
+impl UringIo {
+    /// Makes sure read bytes are waiting in the buffer (or the stream has ended: an empty
+    /// buffer after a completed read), submitting a read if none is in flight.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.read_pos < self.read_buf.len() {
+            return Poll::Ready(Ok(()));
+        }
+        // Writers that never flush still get their bytes out while the task waits to read.
+        self.pump(cx);
+        if self.read_op.is_none() {
+            let mut buf = std::mem::take(&mut self.read_buf);
+            buf.clear();
+            if buf.capacity() > self.read_size {
+                buf = Vec::new();
+            }
+            buf.reserve_exact(self.read_size);
+            self.read_pos = 0;
+            let stream = self.stream.clone();
+            self.read_op = Some(Box::pin(async move { stream.read(buf).await }));
+        }
+        let op = self.read_op.as_mut().expect("just set");
+        let (result, buf) = match op.as_mut().poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(done) => done,
+        };
+        self.read_op = None;
+        self.read_buf = buf;
+        self.read_pos = 0;
+        match result {
+            Ok(read) => {
+                self.read_size = if read >= self.read_size {
+                    (self.read_size * 2).min(READ_MAX)
+                } else if read < self.read_size / 4 {
+                    (self.read_size / 2).max(READ_MIN)
+                } else {
+                    self.read_size
+                };
+                Poll::Ready(Ok(()))
+            }
+            Err(e) => {
+                self.read_buf.clear();
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+
+    /// Resolves once the peer has sent something or the stream has ended, keeping what
+    /// arrived for the next read.
+    pub async fn first_data(&mut self) {
+        let _ = std::future::poll_fn(|cx| self.poll_fill(cx)).await;
+    }
+}
+
 impl AsyncRead for UringIo {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -158,51 +211,14 @@ impl AsyncRead for UringIo {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.read_pos < this.read_buf.len() {
-            let n = out.remaining().min(this.read_buf.len() - this.read_pos);
-            out.put_slice(&this.read_buf[this.read_pos..this.read_pos + n]);
-            this.read_pos += n;
-            return Poll::Ready(Ok(()));
+        match this.poll_fill(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
         }
-        // Writers that never flush still get their bytes out while the task waits to read.
-        this.pump(cx);
-        if this.read_op.is_none() {
-            let mut buf = std::mem::take(&mut this.read_buf);
-            buf.clear();
-            if buf.capacity() > this.read_size {
-                buf = Vec::new();
-            }
-            buf.reserve_exact(this.read_size);
-            this.read_pos = 0;
-            let stream = this.stream.clone();
-            this.read_op = Some(Box::pin(async move { stream.read(buf).await }));
-        }
-        let op = this.read_op.as_mut().expect("just set");
-        let (result, buf) = match op.as_mut().poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(done) => done,
-        };
-        this.read_op = None;
-        this.read_buf = buf;
-        match result {
-            Ok(read) => {
-                this.read_size = if read >= this.read_size {
-                    (this.read_size * 2).min(READ_MAX)
-                } else if read < this.read_size / 4 {
-                    (this.read_size / 2).max(READ_MIN)
-                } else {
-                    this.read_size
-                };
-                let n = out.remaining().min(this.read_buf.len());
-                out.put_slice(&this.read_buf[..n]);
-                this.read_pos = n;
-                Poll::Ready(Ok(()))
-            }
-            Err(e) => {
-                this.read_buf.clear();
-                Poll::Ready(Err(e))
-            }
-        }
+        let n = out.remaining().min(this.read_buf.len() - this.read_pos);
+        out.put_slice(&this.read_buf[this.read_pos..this.read_pos + n]);
+        this.read_pos += n;
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -282,6 +298,12 @@ impl<T> LocalSend<T> {
             inner,
             owner: thread_mark(),
         }
+    }
+
+    /// The inner value, on its own thread.
+    pub fn get_mut(&mut self) -> &mut T {
+        assert_eq!(self.owner, thread_mark(), "LocalSend used off its thread");
+        &mut self.inner
     }
 
     fn get_pin(self: Pin<&mut Self>) -> Pin<&mut T> {

@@ -276,3 +276,32 @@ async fn websocket_violations(io: &'static str) {
     let _ = CloseCode::Protocol;
 }
 both_backends!(websocket_violations);
+
+/// A socket that connects and says nothing is closed after the handshake timeout and holds
+/// nothing meanwhile; one that sends its request a little later is served normally.
+async fn silent_sockets(io: &'static str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::builder(io)
+        .env("HERALD_CONNECTIONS_HANDSHAKE_TIMEOUT_MS", "400")
+        .start();
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    slow.read_to_string(&mut reply).await.unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), silent.read(&mut buf))
+        .await
+        .expect("a silent socket is closed well before hyper's own 30 s header timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without a word");
+    assert_eq!(
+        metric(&server, "herald_silent_sockets_closed_total").await,
+        1.0
+    );
+}
+both_backends!(silent_sockets);
