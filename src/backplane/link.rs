@@ -301,6 +301,7 @@ async fn write_loop(
     let max_backoff = Duration::from_millis(config.reconnect_max_ms);
     // While Redis refuses writes: the current wait between attempts.
     let mut refused: Option<Duration> = None;
+    let mut trim_refused = false;
     loop {
         let batch = cluster.outbox().peek(partitions, config.batch_max_messages);
         if batch.is_empty() {
@@ -314,8 +315,19 @@ async fn write_loop(
                     for key in keys.values() {
                         pipe.cmd("XTRIM").arg(key).arg("MINID").arg("~").arg(format!("{min_ms}-0")).ignore();
                     }
-                    let () = pipe.query_async(conn).await?;
                     stats.commands.fetch_add(keys.len() as u64, Ordering::Relaxed);
+                    match pipe.query_async::<()>(conn).await {
+                        Ok(()) => {}
+                        // Not worth losing the link over: the length cap still bounds the
+                        // streams.
+                        Err(e) if refuses_writes(&e) => {
+                            if !trim_refused {
+                                tracing::warn!(url = %redacted(&config.redis_urls[server]), "Redis refuses XTRIM; streams are bounded by cluster.stream_max_len only: {e}");
+                                trim_refused = true;
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
             }
             continue;

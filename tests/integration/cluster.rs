@@ -851,3 +851,49 @@ async fn a_full_redis_holds_cluster_messages_back_and_loses_none() {
     assert_eq!(ready["backplane"]["state"], "up", "{ready}");
     assert_eq!(ready["backplane"]["error"], Value::Null, "{ready}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_user_with_only_the_backplane_commands_suffices() {
+    let redis = Redis::start();
+    // The commands and keys README documents for a dedicated Redis user.
+    assert_eq!(
+        redis_command(
+            redis.port,
+            "ACL SETUSER herald on >s3cret resetkeys ~herald:* resetchannels -@all \
+             +xadd +xread +xrevrange +xtrim +get +set"
+        ),
+        "+OK"
+    );
+    let url = format!("redis://herald:s3cret@127.0.0.1:{}", redis.port);
+    let nodes: Vec<Server> = ["epoll", "uring"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, io)| {
+            Server::builder(io)
+                .env("HERALD_CLUSTER_BACKPLANE", "redis")
+                .env("HERALD_CLUSTER_REDIS_URLS", &url)
+                .env("HERALD_CLUSTER_NODE_ID", &format!("node-{i}"))
+                .env("HERALD_CLUSTER_HEARTBEAT_INTERVAL_MS", "200")
+                // Age trimming every second, so XTRIM runs within the test.
+                .env("HERALD_CLUSTER_STREAM_MAX_AGE_MS", "10000")
+                .start()
+        })
+        .collect();
+    let mut alice = Client::connect(&nodes[0]).await;
+    let mut bob = Client::connect(&nodes[1]).await;
+    counts(&nodes, &mut [&mut alice, &mut bob], 2).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    bob.send("Send", json!(["bob", "least privilege"])).await;
+    assert_eq!(
+        Value::from(alice.expect_invocation("broadcastMessage").await),
+        json!(["bob", "least privilege"])
+    );
+    for node in &nodes {
+        let ready = http(node.addr, "GET", "/readyz", &[], b"").await.json();
+        assert_eq!(ready["backplane"]["state"], "up", "{ready}");
+        assert_eq!(
+            metric(node, "herald_backplane_link_failures_total").await,
+            0.0
+        );
+    }
+}
