@@ -197,6 +197,20 @@ async fn newest(conn: &mut MultiplexedConnection, key: &str) -> RedisResult<Opti
     Ok(entries(&reply).into_iter().next().map(|(id, _)| id))
 }
 
+/// Where a reader resumes a stream whose newest entry is `top`, having read up to `position`
+/// (none: it never has, and starts from what arrives next). A stream that went back in time
+/// — a failover to a replica that had not received the last entries, a restore from an older
+/// snapshot — is read from its new top: entries written there from now on may carry ids
+/// below the old position (the new primary's clock may be behind), and must not be skipped.
+/// Anything read twice is dropped by its (origin, sequence).
+fn resume_from(position: Option<&str>, top: Option<&str>) -> String {
+    let top = top.unwrap_or(ORIGIN_ID);
+    match position {
+        Some(position) if parse_id(position) <= parse_id(top) => position.to_string(),
+        _ => top.to_string(),
+    }
+}
+
 /// One connected stretch: returns when the connection fails.
 async fn session(
     node: &Arc<Node>,
@@ -244,10 +258,8 @@ async fn session(
         {
             replay.push(p);
         }
-        memory
-            .positions
-            .entry(p)
-            .or_insert_with(|| top.unwrap_or_else(|| ORIGIN_ID.to_string()));
+        let position = resume_from(memory.positions.get(&p).map(String::as_str), top.as_deref());
+        memory.positions.insert(p, position);
     }
     if lost {
         stats.epoch_changes.fetch_add(1, Ordering::Relaxed);
@@ -563,6 +575,19 @@ mod tests {
             ]
         );
         assert!(streams(&RedisValue::Nil).is_empty());
+    }
+
+    #[test]
+    fn readers_resume_where_they_were_unless_the_stream_went_back() {
+        // First connection: from the stream's top (or its start when empty).
+        assert_eq!(resume_from(None, Some("50-1")), "50-1");
+        assert_eq!(resume_from(None, None), ORIGIN_ID);
+        // Reconnection to the same stream, grown meanwhile: where the reader was.
+        assert_eq!(resume_from(Some("40-0"), Some("50-1")), "40-0");
+        assert_eq!(resume_from(Some("50-1"), Some("50-1")), "50-1");
+        // A stream that lost its newest entries (failover, older snapshot): its new top.
+        assert_eq!(resume_from(Some("60-3"), Some("50-1")), "50-1");
+        assert_eq!(resume_from(Some("60-3"), None), ORIGIN_ID);
     }
 
     #[test]
