@@ -196,6 +196,28 @@ fn redis_command(port: u16, command: &str) -> String {
     line.trim_end().to_string()
 }
 
+/// A section of `INFO` from the plain Redis on `port`.
+fn redis_info(port: u16, section: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    s.write_all(format!("INFO {section}\r\n").as_bytes())
+        .unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if out.ends_with(b"\r\n\r\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Starts `n` nodes on the Redis servers given, with fast heartbeats.
 fn cluster(redis: &[&Redis], n: usize) -> Vec<Server> {
     cluster_with(redis, n, 2000)
@@ -204,6 +226,11 @@ fn cluster(redis: &[&Redis], n: usize) -> Vec<Server> {
 /// Starts `n` nodes that declare a silent node dead after `node_timeout_ms`.
 fn cluster_with(redis: &[&Redis], n: usize, node_timeout_ms: u64) -> Vec<Server> {
     let urls: Vec<String> = redis.iter().map(|r| r.url()).collect();
+    cluster_on(&urls, n, node_timeout_ms)
+}
+
+/// Starts `n` nodes on the Redis URLs given.
+fn cluster_on(urls: &[String], n: usize, node_timeout_ms: u64) -> Vec<Server> {
     (0..n)
         .map(|i| {
             Server::builder(if i % 2 == 1 { "uring" } else { "epoll" })
@@ -530,19 +557,18 @@ async fn collect(client: &mut Client, total: usize) -> Vec<(i64, i64)> {
     got
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_restart_loses_and_duplicates_nothing() {
-    let mut redis = Redis::start();
-    let nodes = cluster(&[&redis], 3);
+/// Every node publishes `notify(k, i)` (k its index) for i in 0..n through its REST API, a
+/// round every 30 ms, with `fault(i)` called before each round; then checks that a client on
+/// every node received every message exactly once, in order per publisher.
+async fn numbered_rounds(nodes: &[Server], n: i64, mut fault: impl FnMut(i64)) {
     let mut clients = Vec::new();
-    for node in &nodes {
+    for node in nodes {
         clients.push(Client::connect(node).await);
     }
     {
         let mut refs: Vec<&mut Client> = clients.iter_mut().collect();
-        counts(&nodes, &mut refs, 3).await;
+        counts(nodes, &mut refs, nodes.len() as i64).await;
     }
-    const N: i64 = 60;
     let publishers = nodes
         .iter()
         .enumerate()
@@ -569,18 +595,13 @@ async fn redis_restart_loses_and_duplicates_nothing() {
             assert_eq!(res.status, 202);
         }
     };
+    let total = nodes.len() * n as usize;
     let readers: Vec<_> = clients
         .into_iter()
-        .map(|mut c| tokio::spawn(async move { collect(&mut c, 3 * N as usize).await }))
+        .map(|mut c| tokio::spawn(async move { collect(&mut c, total).await }))
         .collect();
-    for i in 0..N {
-        if i == N / 3 {
-            redis.kill();
-        }
-        if i == 2 * N / 3 {
-            // Back on the same port, empty: the streams and everything unread are gone.
-            redis.spawn();
-        }
+    for i in 0..n {
+        fault(i);
         for (k, addr) in &publishers {
             send(*addr, *k, i).await;
         }
@@ -592,16 +613,118 @@ async fn redis_restart_loses_and_duplicates_nothing() {
         for (k, i) in &got {
             per.entry(*k).or_default().push(*i);
         }
-        for k in 0..3 {
+        for k in 0..nodes.len() as i64 {
             assert_eq!(
                 per.get(&k).cloned().unwrap_or_default(),
-                (0..N).collect::<Vec<_>>(),
+                (0..n).collect::<Vec<_>>(),
                 "client on node {r}: messages from node {k} (every one, once, in order)"
             );
         }
-        assert_eq!(got.len(), 3 * N as usize);
+        assert_eq!(got.len(), total);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_loses_and_duplicates_nothing() {
+    let mut redis = Redis::start();
+    let nodes = cluster(&[&redis], 3);
+    numbered_rounds(&nodes, 60, |i| {
+        if i == 20 {
+            redis.kill();
+        }
+        if i == 40 {
+            // Back on the same port, empty: the streams and everything unread are gone.
+            redis.spawn();
+        }
+    })
+    .await;
     assert!(metric(&nodes[0], "herald_backplane_epoch_changes_total").await >= 1.0);
+}
+
+/// A TCP forwarder standing for the address a managed Redis gives its clients: `switch`
+/// points it at another server and cuts the connections it carries, as a DNS failover does.
+struct Forwarder {
+    port: u16,
+    target: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Forwarder {
+    async fn start(target: u16) -> Forwarder {
+        use std::sync::atomic::{AtomicU16, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = std::sync::Arc::new(AtomicU16::new(target));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (to, cuts) = (target.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let port = to.load(Ordering::SeqCst);
+                let mut cut = cuts.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", port)).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Forwarder { port, target, cut }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn switch(&self, target: u16) {
+        self.target
+            .store(target, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_to_a_replica_loses_and_duplicates_nothing() {
+    let mut primary = Redis::start();
+    let replica = Redis::start();
+    assert_eq!(
+        redis_command(
+            replica.port,
+            &format!("REPLICAOF 127.0.0.1 {}", primary.port)
+        ),
+        "+OK"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !redis_info(replica.port, "replication").contains("master_link_status:up") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never synced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let address = Forwarder::start(primary.port).await;
+    let nodes = cluster_on(&[address.url()], 2, 10_000);
+    let mut alice = Client::connect(&nodes[0]).await;
+    let mut bob = Client::connect(&nodes[1]).await;
+    counts(&nodes, &mut [&mut alice, &mut bob], 2).await;
+    // The replica stops following (a broken link, a lagging replica) and node B stops
+    // reading (SIGSTOP): what A publishes now reaches only the primary, unread by B ...
+    assert_eq!(redis_command(replica.port, "REPLICAOF NO ONE"), "+OK");
+    nodes[1].signal(19);
+    publish_numbered(&nodes[0], &mut alice, 20).await;
+    // ... and the primary dies with it; the address moves to the replica.
+    primary.kill();
+    address.switch(replica.port);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nodes[1].signal(18);
+    let got = collect(&mut bob, 20).await;
+    assert_eq!(got, (0..20).map(|i| (0, i)).collect::<Vec<_>>());
+    // A saw that the stream went back and wrote those messages again.
+    assert!(metric(&nodes[0], "herald_backplane_replayed_total").await >= 1.0);
+    counts(&nodes, &mut [&mut alice, &mut bob], 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
