@@ -127,16 +127,11 @@ pub async fn handle(
         }
         Op::Close(target) => {
             let target = checked_target(shard, &hub, target)?;
-            let reason = CloseReason::ClosedByServer(
-                query_param(query.as_deref(), "reason").map(|r| r.into_owned()),
-            );
+            let text = query_param(query.as_deref(), "reason").map(|r| r.into_owned());
             if let Some(cluster) = &shard.node.cluster {
-                let text = match &reason {
-                    CloseReason::ClosedByServer(text) => text.clone(),
-                    _ => None,
-                };
-                cluster.close(hub.id, &target, &excluded, text);
+                cluster.close(hub.id, &target, &excluded, text.clone());
             }
+            let reason = CloseReason::ClosedByServer(text);
             shard
                 .to_all(|| ShardMsg::Close {
                     hub: hub.id,

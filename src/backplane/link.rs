@@ -314,6 +314,7 @@ async fn write_loop(
     // While Redis refuses writes: the current wait between attempts.
     let mut refused: Option<Duration> = None;
     let mut trim_refused = false;
+    let url = redacted(&config.redis_urls[server]);
     loop {
         let batch = cluster.outbox().peek(partitions, config.batch_max_messages);
         if batch.is_empty() {
@@ -334,7 +335,7 @@ async fn write_loop(
                         // streams.
                         Err(e) if refuses_writes(&e) => {
                             if !trim_refused {
-                                tracing::warn!(url = %redacted(&config.redis_urls[server]), "Redis refuses XTRIM; streams are bounded by cluster.stream_max_len only: {e}");
+                                tracing::warn!(%url, "Redis refuses XTRIM; streams are bounded by cluster.stream_max_len only: {e}");
                                 trim_refused = true;
                             }
                         }
@@ -364,13 +365,10 @@ async fn write_loop(
                     .commands
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 if refused.is_none() {
-                    tracing::warn!(url = %redacted(&config.redis_urls[server]), "Redis refuses cluster messages; holding them until it accepts: {e}");
+                    tracing::warn!(%url, "Redis refuses cluster messages; holding them until it accepts: {e}");
                 }
                 cluster.set_link(server, false);
-                cluster.link_failed(
-                    server,
-                    format!("{}: {e}", redacted(&config.redis_urls[server])),
-                );
+                cluster.link_failed(server, format!("{url}: {e}"));
                 let wait = refused
                     .map_or(Duration::from_millis(50), |w: Duration| w * 2)
                     .min(max_backoff);
@@ -381,7 +379,7 @@ async fn write_loop(
             Err(e) => return Err(e),
         };
         if refused.take().is_some() {
-            tracing::info!(url = %redacted(&config.redis_urls[server]), "Redis accepts cluster messages again");
+            tracing::info!(%url, "Redis accepts cluster messages again");
             cluster.set_link(server, true);
         }
         stats

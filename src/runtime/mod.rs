@@ -403,23 +403,19 @@ async fn serve_socket<A: Acceptor>(shard: Rc<Shard>, mut io: A::Io) {
         }
         _ = shard.node.shutdown_signal() => return,
     }
-    if shard.node.tls.is_none() {
+    let Some(tls) = &shard.node.tls else {
         return http::serve(shard, io).await;
-    }
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
     // Boxed: the TLS state machine is several times the size of the plain one, and a task
     // holds its future's largest variant for as long as the connection lives.
-    Box::pin(serve_tls(shard, io)).await
+    Box::pin(serve_tls(shard, io, acceptor, limit)).await
 }
 
-async fn serve_tls<S>(shard: Rc<Shard>, io: S)
+async fn serve_tls<S>(shard: Rc<Shard>, io: S, acceptor: tokio_rustls::TlsAcceptor, limit: Duration)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(tls) = &shard.node.tls else {
-        return;
-    };
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-    let limit = Duration::from_millis(shard.node.config.connections.handshake_timeout_ms);
     match tokio::time::timeout(limit, acceptor.accept(io)).await {
         Ok(Ok(stream)) => http::serve(shard, stream).await,
         Ok(Err(e)) => {
