@@ -91,6 +91,9 @@ pub struct ServerConfig {
     pub listen_backlog: u32,
     pub shutdown_drain_ms: u64,
     pub max_request_body_bytes: usize,
+    /// How long a client has, in all, to send a request body (time Herald itself spends not
+    /// reading it, under backpressure, does not count).
+    pub body_timeout_ms: u64,
     pub inbox_capacity: usize,
     pub cors: CorsConfig,
     pub tls: TlsConfig,
@@ -119,6 +122,7 @@ impl Default for ServerConfig {
             listen_backlog: 4096,
             shutdown_drain_ms: 5000,
             max_request_body_bytes: 1024 * 1024,
+            body_timeout_ms: 30_000,
             inbox_capacity: 65536,
             cors: CorsConfig::default(),
             tls: TlsConfig::default(),
@@ -169,9 +173,19 @@ pub struct ConnectionsConfig {
     pub disconnect_timeout_ms: u64,
     pub send_timeout_ms: u64,
     pub max_message_bytes: usize,
-    pub max_frame_bytes: usize,
     pub outbound_queue_bytes: usize,
+    /// Reading from a client pauses while its own queue holds more than this …
+    pub outbound_high_watermark_bytes: usize,
+    /// … and resumes once it holds at most this.
+    pub outbound_low_watermark_bytes: usize,
+    /// Bytes of unfinished hub messages the node holds for all its clients together.
+    pub input_budget_bytes: usize,
     pub max_groups_per_connection: usize,
+    /// Groups one user may be put in through the REST API (records that outlive its
+    /// connections).
+    pub max_groups_per_user: usize,
+    /// Such user-group records in all.
+    pub max_user_group_memberships: usize,
     pub long_poll_timeout_ms: u64,
     pub stateful_reconnect: bool,
     pub stateful_reconnect_buffer_bytes: usize,
@@ -186,9 +200,13 @@ impl Default for ConnectionsConfig {
             disconnect_timeout_ms: 15_000,
             send_timeout_ms: 10_000,
             max_message_bytes: 32 * 1024,
-            max_frame_bytes: 1024 * 1024,
             outbound_queue_bytes: 1024 * 1024,
+            outbound_high_watermark_bytes: 512 * 1024,
+            outbound_low_watermark_bytes: 256 * 1024,
+            input_budget_bytes: 64 * 1024 * 1024,
             max_groups_per_connection: 1000,
+            max_groups_per_user: 1000,
+            max_user_group_memberships: 100_000,
             long_poll_timeout_ms: 90_000,
             stateful_reconnect: true,
             stateful_reconnect_buffer_bytes: 100_000,
@@ -289,13 +307,60 @@ pub enum HubAuth {
     Token,
 }
 
+/// How a hub tells its members who comes and goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceMode {
+    /// `joined`/`left` to every member for every connection: n² messages for n joins.
+    Events,
+    /// One `presence({joined, left, count})` per member per interval, for everything that
+    /// happened in it.
+    Batched,
+    /// One `presence({count})` per member per interval, when the count changed.
+    Count,
+    /// Nothing.
+    Off,
+}
+
+impl<'de> Deserialize<'de> for PresenceMode {
+    /// A mode by name; `true` and `false` (the older form of the key) mean `events` and `off`.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Wire {
+            Flag(bool),
+            Name(String),
+        }
+        match Wire::deserialize(d)? {
+            Wire::Flag(true) => Ok(PresenceMode::Events),
+            Wire::Flag(false) => Ok(PresenceMode::Off),
+            Wire::Name(name) => match name.as_str() {
+                "events" => Ok(PresenceMode::Events),
+                "batched" => Ok(PresenceMode::Batched),
+                "count" => Ok(PresenceMode::Count),
+                "off" => Ok(PresenceMode::Off),
+                other => Err(serde::de::Error::custom(format!(
+                    "unknown presence mode `{other}`, expected one of events, batched, count, off"
+                ))),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HubConfig {
     pub auth: HubAuth,
-    pub presence: bool,
+    pub presence: PresenceMode,
     pub joined_method: String,
     pub left_method: String,
+    /// The client method of `batched` and `count` presence.
+    pub presence_method: String,
+    /// How often `batched` and `count` presence is sent.
+    pub presence_interval_ms: u64,
+    /// Most connection ids one `batched` message lists, joined and left each; more wait for
+    /// the next interval.
+    pub presence_max_ids: usize,
     pub transports: Vec<String>,
     pub methods: BTreeMap<String, MethodConfig>,
 }
@@ -304,9 +369,12 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             auth: HubAuth::Anonymous,
-            presence: true,
+            presence: PresenceMode::Events,
             joined_method: "joined".into(),
             left_method: "left".into(),
+            presence_method: "presence".into(),
+            presence_interval_ms: 1000,
+            presence_max_ids: 1000,
             transports: vec![
                 "WebSockets".into(),
                 "ServerSentEvents".into(),
@@ -577,10 +645,34 @@ impl Config {
         if c.max_message_bytes < 256 {
             return Err(invalid("connections.max_message_bytes", "at least 256"));
         }
-        if c.max_frame_bytes < c.max_message_bytes {
+        if c.outbound_low_watermark_bytes >= c.outbound_high_watermark_bytes {
             return Err(invalid(
-                "connections.max_frame_bytes",
-                "must be at least connections.max_message_bytes",
+                "connections.outbound_low_watermark_bytes",
+                "must be below connections.outbound_high_watermark_bytes",
+            ));
+        }
+        if c.outbound_high_watermark_bytes > c.outbound_queue_bytes {
+            return Err(invalid(
+                "connections.outbound_high_watermark_bytes",
+                "at most connections.outbound_queue_bytes (the queue is cut at that size)",
+            ));
+        }
+        if c.input_budget_bytes < c.max_message_bytes {
+            return Err(invalid(
+                "connections.input_budget_bytes",
+                "at least connections.max_message_bytes",
+            ));
+        }
+        if c.max_groups_per_user == 0 || c.max_groups_per_user > c.max_user_group_memberships {
+            return Err(invalid(
+                "connections.max_groups_per_user",
+                "at least 1 and at most connections.max_user_group_memberships",
+            ));
+        }
+        if !(1_000..=3_600_000).contains(&self.server.body_timeout_ms) {
+            return Err(invalid(
+                "server.body_timeout_ms",
+                "between 1,000 ms and one hour",
             ));
         }
         if !(10..100_000).contains(&c.long_poll_timeout_ms) {
@@ -638,11 +730,30 @@ impl Config {
                     "hub names are case-insensitive; this one is declared twice",
                 ));
             }
-            if hub.presence && (hub.joined_method.is_empty() || hub.left_method.is_empty()) {
+            if hub.presence == PresenceMode::Events
+                && (hub.joined_method.is_empty() || hub.left_method.is_empty())
+            {
                 return Err(invalid(
                     format!("{key}.joined_method"),
-                    "presence needs both joined_method and left_method",
+                    "presence = \"events\" needs both joined_method and left_method",
                 ));
+            }
+            if matches!(hub.presence, PresenceMode::Batched | PresenceMode::Count) {
+                if hub.presence_method.is_empty() {
+                    return Err(invalid(
+                        format!("{key}.presence_method"),
+                        "batched and count presence need the client method they invoke",
+                    ));
+                }
+                if !(10..=3_600_000).contains(&hub.presence_interval_ms) {
+                    return Err(invalid(
+                        format!("{key}.presence_interval_ms"),
+                        "between 10 ms and one hour",
+                    ));
+                }
+                if hub.presence_max_ids == 0 {
+                    return Err(invalid(format!("{key}.presence_max_ids"), "at least 1"));
+                }
             }
             if hub.transports.is_empty() {
                 return Err(invalid(

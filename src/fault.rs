@@ -47,11 +47,15 @@ pub enum HttpFault {
     InvalidParameter(&'static str, String),
     #[error("Herald is shutting down.")]
     ShuttingDown,
+    #[error("The request body did not arrive within server.body_timeout_ms.")]
+    BodyTimeout,
+    #[error("{0}")]
+    MembershipLimit(String),
 }
 
 impl HttpFault {
     /// Every stable code, in the order of [`HttpFault::index`].
-    pub const CODES: [&'static str; 17] = [
+    pub const CODES: [&'static str; 19] = [
         "not_found",
         "hub_not_found",
         "method_not_allowed",
@@ -69,6 +73,8 @@ impl HttpFault {
         "invalid_parameter",
         "shutting_down",
         "transport_changed",
+        "body_timeout",
+        "membership_limit",
     ];
 
     pub fn index(&self) -> usize {
@@ -90,6 +96,8 @@ impl HttpFault {
             HttpFault::InvalidParameter(..) => 14,
             HttpFault::ShuttingDown => 15,
             HttpFault::TransportChanged => 16,
+            HttpFault::BodyTimeout => 17,
+            HttpFault::MembershipLimit(_) => 18,
         }
     }
 
@@ -105,7 +113,8 @@ impl HttpFault {
             HttpFault::MethodNotAllowed(_) | HttpFault::PostOnWebSocket => {
                 StatusCode::METHOD_NOT_ALLOWED
             }
-            HttpFault::ConnectionActive => StatusCode::CONFLICT,
+            HttpFault::ConnectionActive | HttpFault::MembershipLimit(_) => StatusCode::CONFLICT,
+            HttpFault::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             HttpFault::WebSocketVersion => StatusCode::UPGRADE_REQUIRED,
             HttpFault::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             HttpFault::Forbidden(_) => StatusCode::FORBIDDEN,

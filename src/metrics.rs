@@ -10,7 +10,7 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 
 use crate::fault::{CloseReason, HttpFault};
-use crate::hub::connection::TransportKind;
+use crate::hub::connection::{Pause, TransportKind};
 use crate::hub::definition::Hubs;
 
 /// Latencies are recorded in microseconds, from 1 µs to 10 minutes, to 2 significant digits.
@@ -69,6 +69,9 @@ pub struct ShardMetrics {
     closes: [Cell<u64>; CloseReason::CODES.len()],
     http_faults: [Cell<u64>; HttpFault::CODES.len()],
     http_requests: Cell<u64>,
+    /// Times reading from a client was paused, and microseconds it stayed paused, by reason.
+    input_pauses: [Cell<u64>; Pause::ALL.len()],
+    input_paused_us: [Cell<u64>; Pause::ALL.len()],
     latencies: [RefCell<Histogram<u64>>; 3],
 }
 
@@ -88,6 +91,8 @@ impl ShardMetrics {
             closes: std::array::from_fn(|_| Cell::new(0)),
             http_faults: std::array::from_fn(|_| Cell::new(0)),
             http_requests: Cell::new(0),
+            input_pauses: std::array::from_fn(|_| Cell::new(0)),
+            input_paused_us: std::array::from_fn(|_| Cell::new(0)),
             latencies: std::array::from_fn(|_| RefCell::new(histogram())),
         }
     }
@@ -132,6 +137,15 @@ impl ShardMetrics {
     pub fn http_request(&self) {
         Self::bump(&self.http_requests, 1);
     }
+    pub fn input_paused(&self, why: Pause) {
+        Self::bump(&self.input_pauses[why.index()], 1);
+    }
+    pub fn input_resumed(&self, why: Pause, paused: std::time::Duration) {
+        Self::bump(
+            &self.input_paused_us[why.index()],
+            paused.as_micros().min(u128::from(u64::MAX)) as u64,
+        );
+    }
 
     pub fn record(&self, latency: Latency, micros: u64) {
         let _ = self.latencies[latency as usize]
@@ -139,8 +153,9 @@ impl ShardMetrics {
             .record(micros.clamp(1, 600_000_000));
     }
 
-    /// A copy for merging, with the connection gauges the shard counted.
-    pub fn snapshot(&self, connections: Vec<u64>) -> Snapshot {
+    /// A copy for merging, with the gauges the shard counted: open connections, and
+    /// connections whose reading is paused (by reason).
+    pub fn snapshot(&self, connections: Vec<u64>, paused: [u64; Pause::ALL.len()]) -> Snapshot {
         let get = |cells: &[Cell<u64>]| cells.iter().map(Cell::get).collect::<Vec<_>>();
         Snapshot {
             connections,
@@ -156,6 +171,11 @@ impl ShardMetrics {
             closes: get(&self.closes),
             http_faults: get(&self.http_faults),
             http_requests: self.http_requests.get(),
+            input_pauses: std::array::from_fn(|i| self.input_pauses[i].get()),
+            input_paused_us: std::array::from_fn(|i| self.input_paused_us[i].get()),
+            paused,
+            input_held: 0,
+            input_budget: 0,
             latencies: self.latencies.iter().map(|h| h.borrow().clone()).collect(),
         }
     }
@@ -178,6 +198,13 @@ pub struct Snapshot {
     pub closes: Vec<u64>,
     pub http_faults: Vec<u64>,
     pub http_requests: u64,
+    pub input_pauses: [u64; Pause::ALL.len()],
+    pub input_paused_us: [u64; Pause::ALL.len()],
+    /// Connections whose reading is paused now, by reason.
+    pub paused: [u64; Pause::ALL.len()],
+    /// Node-wide: bytes of unfinished hub messages held, and the budget for them.
+    pub input_held: u64,
+    pub input_budget: u64,
     pub latencies: Vec<Histogram<u64>>,
 }
 
@@ -201,6 +228,14 @@ impl Snapshot {
         self.tls_failures += other.tls_failures;
         self.silent_sockets += other.silent_sockets;
         self.http_requests += other.http_requests;
+        for i in 0..Pause::ALL.len() {
+            self.input_pauses[i] += other.input_pauses[i];
+            self.input_paused_us[i] += other.input_paused_us[i];
+            self.paused[i] += other.paused[i];
+        }
+        // Node-wide values: every shard reads the same ones.
+        self.input_held = self.input_held.max(other.input_held);
+        self.input_budget = self.input_budget.max(other.input_budget);
         for (a, b) in self.latencies.iter_mut().zip(&other.latencies) {
             let _ = a.add(b);
         }
@@ -358,6 +393,64 @@ impl Snapshot {
         for (code, n) in HttpFault::CODES.iter().zip(&self.http_faults) {
             let _ = writeln!(o, "herald_http_errors_total{{code=\"{code}\"}} {n}");
         }
+        header(
+            o,
+            "herald_input_pauses_total",
+            "counter",
+            "Times Herald stopped reading from a client, by reason: its own outbound queue above \
+             the high watermark (outbound), or the node's budget for unfinished messages spent \
+             (input_budget).",
+        );
+        for why in Pause::ALL {
+            let _ = writeln!(
+                o,
+                "herald_input_pauses_total{{reason=\"{}\"}} {}",
+                why.name(),
+                self.input_pauses[why.index()]
+            );
+        }
+        header(
+            o,
+            "herald_input_paused_seconds_total",
+            "counter",
+            "Time clients spent not being read, by reason (counted when reading resumes).",
+        );
+        for why in Pause::ALL {
+            let _ = writeln!(
+                o,
+                "herald_input_paused_seconds_total{{reason=\"{}\"}} {:.6}",
+                why.name(),
+                self.input_paused_us[why.index()] as f64 / 1e6
+            );
+        }
+        header(
+            o,
+            "herald_input_paused_connections",
+            "gauge",
+            "Connections not being read now, by reason.",
+        );
+        for why in Pause::ALL {
+            let _ = writeln!(
+                o,
+                "herald_input_paused_connections{{reason=\"{}\"}} {}",
+                why.name(),
+                self.paused[why.index()]
+            );
+        }
+        header(
+            o,
+            "herald_input_buffered_bytes",
+            "gauge",
+            "Bytes of unfinished hub messages held for all clients (connections.input_budget_bytes bounds it).",
+        );
+        let _ = writeln!(o, "herald_input_buffered_bytes {}", self.input_held);
+        header(
+            o,
+            "herald_input_budget_bytes",
+            "gauge",
+            "connections.input_budget_bytes.",
+        );
+        let _ = writeln!(o, "herald_input_budget_bytes {}", self.input_budget);
         for latency in Latency::ALL {
             summary(
                 o,
@@ -424,8 +517,10 @@ mod tests {
         a.slow_consumer();
         a.record(Latency::Handshake, 1000);
         b.record(Latency::Handshake, 3000);
-        let mut snap = a.snapshot(vec![2]);
-        snap.merge(&b.snapshot(vec![3]));
+        a.input_paused(Pause::Outbound);
+        a.input_resumed(Pause::Outbound, std::time::Duration::from_millis(1500));
+        let mut snap = a.snapshot(vec![2], [1, 0]);
+        snap.merge(&b.snapshot(vec![3], [0, 2]));
         let text = snap.render(&hubs, "epoll", 2, 1.0);
         assert!(
             text.contains("herald_messages_received_total{hub=\"chat\"} 2"),
@@ -435,5 +530,8 @@ mod tests {
         assert!(text.contains("herald_slow_consumer_closes_total 1"));
         assert!(text.contains("herald_handshake_latency_seconds_count 2"));
         assert!(text.contains("herald_handshake_latency_seconds{quantile=\"0.99\"} 0.003"));
+        assert!(text.contains("herald_input_pauses_total{reason=\"outbound\"} 1"));
+        assert!(text.contains("herald_input_paused_seconds_total{reason=\"outbound\"} 1.500000"));
+        assert!(text.contains("herald_input_paused_connections{reason=\"input_budget\"} 2"));
     }
 }

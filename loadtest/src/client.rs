@@ -11,7 +11,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use herald::protocol::Protocol;
-use herald::transport::websocket::frame::{self, Decoder, Event, OpCode, Role};
+use herald::transport::websocket::frame::{self, Decoder, Event, OpCode, Reassembler, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -272,7 +272,8 @@ impl Conn {
                     target.mode,
                     ReadSide::WebSocket {
                         read,
-                        decoder: Decoder::with_role(Role::Client, MAX_FRAME),
+                        decoder: Decoder::with_role(Role::Client),
+                        messages: Reassembler::new(MAX_FRAME),
                         leftover: buf,
                         buf: vec![0u8; 64 * 1024],
                         events: Vec::new(),
@@ -351,6 +352,8 @@ enum ReadSide {
     WebSocket {
         read: OwnedReadHalf,
         decoder: Decoder,
+        /// Whole messages out of the decoder's pieces.
+        messages: Reassembler,
         /// Bytes read past the upgrade response, not yet decoded.
         leftover: Vec<u8>,
         buf: Vec<u8>,
@@ -385,6 +388,7 @@ impl ReadSide {
             ReadSide::WebSocket {
                 read,
                 decoder,
+                messages,
                 leftover,
                 buf,
                 events,
@@ -404,13 +408,17 @@ impl ReadSide {
                         .map_err(|e| ClientError::Protocol(e.to_string()))?;
                 }
                 for event in events.drain(..) {
+                    let event = messages
+                        .push(event)
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
                     match event {
-                        Event::Message { payload, .. } => {
+                        None => {}
+                        Some(Event::Data { payload, .. }) => {
                             each(&payload).map_err(ClientError::Protocol)?
                         }
-                        Event::Close { .. } => return Err(ClientError::Closed),
+                        Some(Event::Close { .. }) => return Err(ClientError::Closed),
                         // The server does not ping WebSocket clients at the frame level.
-                        Event::Ping(_) | Event::Pong => {}
+                        Some(Event::Ping(_) | Event::Pong) => {}
                     }
                 }
                 Ok(())

@@ -112,7 +112,7 @@ pub async fn handle(
         Op::Send(target) => {
             let target = checked_target(shard, &hub, target)?;
             let limit = shard.node.config.server.max_request_body_bytes;
-            let body = read_body(req.into_body(), limit).await?;
+            let body = read_body(shard, req.into_body(), limit).await?;
             let message = payload_message(&body)?;
             shard
                 .publish(Publish {

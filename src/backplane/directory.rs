@@ -98,13 +98,16 @@ impl Directory {
         !known
     }
 
-    pub fn open(&mut self, origin: u64, id: ConnectionId, remote: Remote, now: Instant) {
+    /// A connection of `origin`'s was claimed or opened; true if it opened just now (it
+    /// joins its hub's presence).
+    pub fn open(&mut self, origin: u64, id: ConnectionId, remote: Remote, now: Instant) -> bool {
         let (hub, open) = (remote.hub as usize, remote.open);
         let peer = self.peer(origin, now);
         peer.last_seen = now;
         let was_open = peer.conns.insert(id, remote).is_some_and(|r| r.open);
         self.counts[hub] += i64::from(open) - i64::from(was_open);
         self.owners.insert(id, origin);
+        open && !was_open
     }
 
     pub fn close(&mut self, origin: u64, id: ConnectionId, now: Instant) -> Option<Remote> {

@@ -16,6 +16,7 @@ use super::{Cluster, hub_query, hub_target, unix_us};
 use crate::fault::CloseReason;
 use crate::hub::connection::ConnectionId;
 use crate::hub::definition::HubId;
+use crate::hub::presence::PresenceDef;
 use crate::hub::{Node, Outgoing, Publish, ShardMsg, Target};
 use crate::protocol::Value;
 
@@ -165,17 +166,24 @@ pub async fn apply(node: &Arc<Node>, cluster: &Arc<Cluster>, env: Envelope) {
             let Some(hub) = hub_of(&member.hub) else {
                 return;
             };
+            let id = ConnectionId(member.conn);
+            let user: Option<Arc<str>> = member.user.map(Arc::from);
             let remote = Remote {
                 hub,
-                user: member.user.map(Arc::from),
+                user: user.clone(),
                 open: member.open,
             };
-            cluster
-                .directory()
-                .open(origin, ConnectionId(member.conn), remote, now);
+            let opened = cluster.directory().open(origin, id, remote, now);
+            if opened {
+                node.presence_joined(hub, id, user);
+            }
         }
         Body::Closed { conn } => {
-            cluster.directory().close(origin, ConnectionId(conn), now);
+            let id = ConnectionId(conn);
+            let closed = cluster.directory().close(origin, id, now);
+            if let Some(remote) = closed.filter(|r| r.open) {
+                node.presence_left(remote.hub, id, remote.user);
+            }
         }
         Body::Inbound { conn, payload } => {
             crate::transport::http_conn::receive_forwarded(node, ConnectionId(conn), payload).await
@@ -242,8 +250,13 @@ async fn announce(node: &Node, departed: Departed) {
     for (id, remote) in conns {
         let left = remaining.entry(remote.hub).or_default();
         *left -= 1;
-        let Some(presence) = &node.hubs.get(remote.hub).presence else {
-            continue;
+        let left_method = match &node.hubs.get(remote.hub).presence {
+            PresenceDef::Events { left, .. } => left.clone(),
+            PresenceDef::Batched { .. } | PresenceDef::Count { .. } => {
+                node.presence_left(remote.hub, id, remote.user.clone());
+                continue;
+            }
+            PresenceDef::Off => continue,
         };
         let count = node.count(remote.hub) + *left;
         let args = vec![
@@ -255,7 +268,7 @@ async fn announce(node: &Node, departed: Departed) {
             hub: remote.hub,
             target: Target::All,
             excluded: Vec::new(),
-            message: Outgoing::new(presence.left.clone(), args),
+            message: Outgoing::new(left_method, args),
             created: Instant::now(),
         });
         to_shards(node, || ShardMsg::Publish(publish.clone())).await;

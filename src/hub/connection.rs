@@ -248,6 +248,31 @@ pub enum Refused {
     Overflow,
 }
 
+/// Why Herald stopped reading from a client (see `transport::inflow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    /// Its own outbound queue is backed up.
+    Outbound,
+    /// The node's budget for unfinished messages is spent, and it holds one.
+    Budget,
+}
+
+impl Pause {
+    pub const ALL: [Pause; 2] = [Pause::Outbound, Pause::Budget];
+
+    /// The label in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pause::Outbound => "outbound",
+            Pause::Budget => "input_budget",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// What a join did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Joined {
@@ -275,6 +300,10 @@ pub struct Connection {
     outbound: RefCell<Outbound>,
     cap: usize,
     waker: Cell<Option<Waker>>,
+    /// A task waiting to read more from the client (a POST body paused by backpressure).
+    input_waker: Cell<Option<Waker>>,
+    /// Reading from the client is paused, why and since when.
+    input_paused: Cell<Option<(Pause, Instant)>>,
     groups: RefCell<std::collections::HashSet<Arc<str>>>,
     /// Leaves without a `left` event (the whole hub is being closed).
     silent: Cell<bool>,
@@ -323,6 +352,8 @@ impl Connection {
             outbound: RefCell::new(Outbound::default()),
             cap,
             waker: Cell::new(None),
+            input_waker: Cell::new(None),
+            input_paused: Cell::new(None),
             groups: RefCell::new(Default::default()),
             silent: Cell::new(false),
             opened: Cell::new(false),
@@ -694,6 +725,9 @@ impl Connection {
         drop(out);
         if drained.bytes > 0 {
             self.last_sent.set(now);
+            if self.input_paused.get().is_some() {
+                self.wake_reader();
+            }
         }
         drained
     }
@@ -711,6 +745,36 @@ impl Connection {
         if let Some(w) = self.waker.take() {
             w.wake();
         }
+        self.wake_reader();
+    }
+
+    fn wake_reader(&self) {
+        if let Some(w) = self.input_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Registers a task that waits to read more from the client, woken as the queue drains
+    /// or the connection closes.
+    pub fn register_input(&self, waker: &Waker) {
+        let current = self.input_waker.take();
+        match current {
+            Some(w) if w.will_wake(waker) => self.input_waker.set(Some(w)),
+            _ => self.input_waker.set(Some(waker.clone())),
+        }
+    }
+
+    /// Wakes whatever reads from the client, to look again at whether it may.
+    pub fn wake_input(&self) {
+        self.wake();
+    }
+
+    pub fn input_paused(&self) -> Option<(Pause, Instant)> {
+        self.input_paused.get()
+    }
+
+    pub fn set_input_paused(&self, paused: Option<(Pause, Instant)>) {
+        self.input_paused.set(paused);
     }
 
     pub fn touch_received(&self, now: Instant) {

@@ -16,18 +16,12 @@ pub struct MethodDef {
 }
 
 #[derive(Debug, Clone)]
-pub struct Presence {
-    pub joined: Arc<str>,
-    pub left: Arc<str>,
-}
-
-#[derive(Debug, Clone)]
 pub struct HubDef {
     pub id: HubId,
     /// The name as configured, used in logs and metrics labels.
     pub name: Arc<str>,
     pub auth: HubAuth,
-    pub presence: Option<Presence>,
+    pub presence: super::presence::PresenceDef,
     /// Transports this hub serves, in the order negotiate offers them.
     pub transports: Vec<super::connection::TransportKind>,
     /// Keyed by lower-cased method name: hub method names are case-insensitive.
@@ -66,10 +60,7 @@ impl Hubs {
                     .iter()
                     .filter_map(|t| super::connection::TransportKind::from_signalr_name(t))
                     .collect(),
-                presence: hub.presence.then(|| Presence {
-                    joined: hub.joined_method.as_str().into(),
-                    left: hub.left_method.as_str().into(),
-                }),
+                presence: super::presence::PresenceDef::from_config(hub),
                 methods: hub
                     .methods
                     .iter()

@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod index;
 pub mod node;
 pub mod outgoing;
+pub mod presence;
 pub mod shard;
 
 pub use connection::{Connection, ConnectionId, TransportKind};

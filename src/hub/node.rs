@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crossbeam::queue::ArrayQueue;
@@ -313,6 +313,44 @@ impl Registry {
     }
 }
 
+/// Bytes of unfinished hub messages the node holds for all its clients, against
+/// `connections.input_budget_bytes`: past it, clients holding one are not read (see
+/// `transport::inflow`).
+pub struct InputBudget {
+    held: AtomicUsize,
+    limit: usize,
+}
+
+impl InputBudget {
+    pub fn new(limit: usize) -> InputBudget {
+        InputBudget {
+            held: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// A connection's held bytes went from `before` to `after`.
+    pub fn change(&self, before: usize, after: usize) {
+        if after > before {
+            self.held.fetch_add(after - before, Ordering::Relaxed);
+        } else if before > after {
+            self.held.fetch_sub(before - after, Ordering::Relaxed);
+        }
+    }
+
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub fn is_over(&self) -> bool {
+        self.held() > self.limit
+    }
+}
+
 /// The keys derived from the configured access key.
 pub struct Keys {
     /// Signs and verifies access tokens (JWT HS256), as Azure SignalR does.
@@ -341,6 +379,10 @@ pub struct Node {
     pub registry: Registry,
     inboxes: Box<[Inbox]>,
     counts: Box<[AtomicI64]>,
+    /// Joins and leaves waiting for each hub's next periodic presence message.
+    presence: Box<[Mutex<super::presence::Batch>]>,
+    /// Unfinished hub messages held for every connection.
+    pub input: InputBudget,
     shutdown: watch::Sender<bool>,
     pub started: Instant,
     /// "uring" or "epoll", for the logs and /metrics.
@@ -380,6 +422,15 @@ impl Node {
             registry: Registry::default(),
             inboxes: (0..shards).map(|_| Inbox::new(capacity)).collect(),
             counts: (0..hubs.len()).map(|_| AtomicI64::new(0)).collect(),
+            presence: hubs
+                .list
+                .iter()
+                .map(|h| {
+                    let lists = matches!(h.presence, super::presence::PresenceDef::Batched { .. });
+                    Mutex::new(super::presence::Batch::new(lists))
+                })
+                .collect(),
+            input: InputBudget::new(config.connections.input_budget_bytes),
             shutdown: watch::channel(false).0,
             started: Instant::now(),
             config: Arc::new(config),
@@ -412,6 +463,27 @@ impl Node {
         self.counts[hub as usize].fetch_add(delta, Ordering::Relaxed)
             + delta
             + self.remote_count(hub)
+    }
+
+    /// The joins and leaves waiting for hub `hub`'s next periodic presence message.
+    pub fn presence(&self, hub: HubId) -> MutexGuard<'_, super::presence::Batch> {
+        self.presence[hub as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a join of the hub's for periodic presence (a no-op for other modes).
+    pub fn presence_joined(&self, hub: HubId, id: ConnectionId, user: Option<Arc<str>>) {
+        if self.hubs.get(hub).presence.is_periodic() {
+            self.presence(hub).join(id, user);
+        }
+    }
+
+    /// Records a leave of the hub's for periodic presence (a no-op for other modes).
+    pub fn presence_left(&self, hub: HubId, id: ConnectionId, user: Option<Arc<str>>) {
+        if self.hubs.get(hub).presence.is_periodic() {
+            self.presence(hub).leave(id, user);
+        }
     }
 
     /// Asks every shard but `except` (the caller, which answers for itself); true if any

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::connection::{
-    Connection, ConnectionId, IdBuildHasher, Joined, Phase, Refused, TransportKind, Wire,
+    Connection, ConnectionId, IdBuildHasher, Joined, Pause, Phase, Refused, TransportKind, Wire,
 };
 use super::index::{ShardIndex, Target};
 use super::node::{Node, Publish, Query, ShardMsg};
 use super::outgoing::{Encoded, Outgoing};
+use super::presence::PresenceDef;
 use crate::fault::CloseReason;
 use crate::metrics::{ShardMetrics, Snapshot};
 use crate::protocol::handshake::{self, HandshakeError};
@@ -132,20 +133,27 @@ impl Shard {
             crate::metrics::Latency::Handshake,
             micros(now - conn.opened_at),
         );
-        if let Some(presence) = &self.node.hubs.get(conn.hub).presence {
-            let args = vec![
-                Value::Str(conn.id.to_string()),
-                conn.user_id().into(),
-                Value::Int(count),
-            ];
-            self.publish(Publish {
-                hub: conn.hub,
-                target: Target::All,
-                excluded: Vec::new(),
-                message: Outgoing::new(presence.joined.clone(), args),
-                created: now,
-            })
-            .await;
+        match &self.node.hubs.get(conn.hub).presence {
+            PresenceDef::Events { joined, .. } => {
+                let args = vec![
+                    Value::Str(conn.id.to_string()),
+                    conn.user_id().into(),
+                    Value::Int(count),
+                ];
+                self.publish(Publish {
+                    hub: conn.hub,
+                    target: Target::All,
+                    excluded: Vec::new(),
+                    message: Outgoing::new(joined.clone(), args),
+                    created: now,
+                })
+                .await;
+            }
+            PresenceDef::Batched { .. } | PresenceDef::Count { .. } => {
+                self.node
+                    .presence_joined(conn.hub, conn.id, conn.user.clone());
+            }
+            PresenceDef::Off => {}
         }
     }
 
@@ -172,20 +180,26 @@ impl Shard {
         if self.node.is_shutting_down() || conn.is_silent() {
             return;
         }
-        if let Some(presence) = &self.node.hubs.get(conn.hub).presence {
-            let args = vec![
-                Value::Str(conn.id.to_string()),
-                conn.user_id().into(),
-                Value::Int(count),
-            ];
-            self.publish(Publish {
-                hub: conn.hub,
-                target: Target::All,
-                excluded: Vec::new(),
-                message: Outgoing::new(presence.left.clone(), args),
-                created: Instant::now(),
-            })
-            .await;
+        match &self.node.hubs.get(conn.hub).presence {
+            PresenceDef::Events { left, .. } => {
+                let args = vec![
+                    Value::Str(conn.id.to_string()),
+                    conn.user_id().into(),
+                    Value::Int(count),
+                ];
+                self.publish(Publish {
+                    hub: conn.hub,
+                    target: Target::All,
+                    excluded: Vec::new(),
+                    message: Outgoing::new(left.clone(), args),
+                    created: Instant::now(),
+                })
+                .await;
+            }
+            PresenceDef::Batched { .. } | PresenceDef::Count { .. } => {
+                self.node.presence_left(conn.hub, conn.id, conn.user.clone());
+            }
+            PresenceDef::Off => {}
         }
     }
 
@@ -493,7 +507,11 @@ impl Shard {
         let state = self.state.borrow();
         let transports = TransportKind::ALL.len();
         let mut gauges = vec![0u64; self.node.hubs.len() * transports];
+        let mut paused = [0u64; crate::hub::connection::Pause::ALL.len()];
         for conn in state.conns.values() {
+            if let Some((why, _)) = conn.input_paused() {
+                paused[why.index()] += 1;
+            }
             if conn.phase() == Phase::Open {
                 let t = TransportKind::ALL
                     .iter()
@@ -502,7 +520,10 @@ impl Shard {
                 gauges[conn.hub as usize * transports + t] += 1;
             }
         }
-        self.metrics.snapshot(gauges)
+        let mut snapshot = self.metrics.snapshot(gauges, paused);
+        snapshot.input_held = self.node.input.held() as u64;
+        snapshot.input_budget = self.node.input.limit() as u64;
+        snapshot
     }
 
     /// The metrics of every shard, merged.
@@ -581,6 +602,7 @@ impl Shard {
             let now = Instant::now();
             self.clock.set(now);
             let conns: Vec<Rc<Connection>> = self.state.borrow().conns.values().cloned().collect();
+            self.resume_budget_paused(&conns);
             let disconnect_timeout = Duration::from_millis(c.disconnect_timeout_ms);
             for conn in conns {
                 // Stateful reconnect: a connection without a transport waits for its client
@@ -623,7 +645,13 @@ impl Shard {
                     // Long polling keeps itself alive: its transport closes a client that
                     // stops polling.
                     Phase::Open if conn.transport.inherent_keep_alive() => {}
-                    Phase::Open if now - conn.last_received() >= client_timeout => {
+                    // A client Herald stopped reading for its own backed-up queue is not
+                    // silent; one paused for the input budget is timed out as usual, which is
+                    // what frees the budget from clients that stall mid-message.
+                    Phase::Open
+                        if now - conn.last_received() >= client_timeout
+                            && !matches!(conn.input_paused(), Some((Pause::Outbound, _))) =>
+                    {
                         conn.request_close(CloseReason::ClientTimeout);
                     }
                     Phase::Open if now - conn.last_sent() >= keep_alive && !conn.has_queued() => {
@@ -636,6 +664,27 @@ impl Shard {
                 self.state.borrow_mut().index.purge(now);
                 self.node.registry.purge(now, self.id, self.node.shards());
             }
+        }
+    }
+}
+
+impl Shard {
+    /// Wakes this shard's connections paused for the input budget once the node is back
+    /// under it, those paused first first.
+    fn resume_budget_paused(&self, conns: &[Rc<Connection>]) {
+        if self.node.input.is_over() {
+            return;
+        }
+        let mut paused: Vec<(Instant, &Rc<Connection>)> = conns
+            .iter()
+            .filter_map(|c| match c.input_paused() {
+                Some((Pause::Budget, since)) => Some((since, c)),
+                _ => None,
+            })
+            .collect();
+        paused.sort_by_key(|(since, _)| *since);
+        for (_, conn) in paused {
+            conn.wake_input();
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod handshake;
 pub mod json;
 pub mod message;
 pub mod msgpack;
+pub mod stream;
 pub mod value;
 
 pub use message::{Completion, HubMessage};

@@ -18,7 +18,7 @@ const MAX_DEPTH: usize = 64;
 
 /// Reads a length prefix: `Ok(None)` while incomplete, otherwise the length and the prefix's
 /// size.
-fn read_varint(buf: &[u8]) -> Result<Option<(usize, usize)>, ProtocolError> {
+pub(crate) fn read_varint(buf: &[u8]) -> Result<Option<(usize, usize)>, ProtocolError> {
     let mut len: u64 = 0;
     for (i, b) in buf.iter().enumerate().take(MAX_VARINT) {
         len |= u64::from(b & 0x7f) << (7 * i);
@@ -35,7 +35,7 @@ fn read_varint(buf: &[u8]) -> Result<Option<(usize, usize)>, ProtocolError> {
     Ok(None)
 }
 
-fn write_varint(mut n: usize, out: &mut Vec<u8>) {
+pub(crate) fn write_varint(mut n: usize, out: &mut Vec<u8>) {
     loop {
         let byte = (n & 0x7f) as u8;
         n >>= 7;

@@ -203,18 +203,15 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let node = Node::with_tls(config, shards, backend.name(), tls);
-    // The control runtime: work that is not per connection (today the Redis backplane).
-    let control = match &node.cluster {
-        Some(_) => Some(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("herald-control")
-                .enable_all()
-                .build()?,
-        ),
-        None => None,
-    };
-    if let (Some(control), Some(cluster)) = (&control, &node.cluster) {
+    // The control runtime: work that is not per connection (periodic presence, the Redis
+    // backplane). It never runs a shard's work, and a shard never waits for it.
+    let control = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("herald-control")
+        .enable_all()
+        .build()?;
+    crate::hub::presence::start(&node, control.handle());
+    if let Some(cluster) = &node.cluster {
         crate::backplane::start(&node, control.handle());
         tracing::info!(node = %cluster.name, redis = ?cluster.config.redis_urls, partitions = cluster.config.partitions, "backplane: redis");
     }
@@ -297,14 +294,14 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             let _ = thread.join();
         }
     }
-    if let (Some(control), Some(cluster)) = (control, &node.cluster) {
+    if let Some(cluster) = &node.cluster {
         // Give the writer a moment to hand what is queued (the goodbye above all) to Redis.
         let until = Instant::now() + Duration::from_secs(1);
         while cluster.outbox().queued() > 0 && cluster.is_up() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
         }
-        control.shutdown_timeout(Duration::from_millis(100));
     }
+    control.shutdown_timeout(Duration::from_millis(100));
     if let Some(id) = unexpected {
         bail!("shard {id} stopped unexpectedly");
     }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -115,6 +116,10 @@ pub fn fault_response(shard: &Shard, fault: &HttpFault, head_only: bool) -> Resp
         HttpFault::WebSocketVersion => {
             headers.insert("sec-websocket-version", HeaderValue::from_static("13"));
         }
+        // The rest of the body is not coming, or not wanted: the socket is not reused.
+        HttpFault::BodyTimeout | HttpFault::BodyTooLarge(_) => {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         _ => {}
     }
     response
@@ -163,18 +168,62 @@ pub fn decode_segment(segment: &str) -> Result<String, HttpFault> {
     String::from_utf8(out).map_err(|_| HttpFault::InvalidParameter("path", "not UTF-8".into()))
 }
 
-/// Reads a request body, refusing bodies over `limit` bytes.
-pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, HttpFault> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(HttpFault::BodyTooLarge(limit))
+/// A request body read piece by piece against a time budget: the client has
+/// `server.body_timeout_ms` in all to send it, so one that trickles or stops gets 408 instead
+/// of holding its socket and buffers for ever. Time the reader spends elsewhere between
+/// pieces (waiting for a connection's queue to drain) is not the client's and does not count.
+pub struct TimedBody {
+    body: Incoming,
+    left: Duration,
+}
+
+impl TimedBody {
+    pub fn new(body: Incoming, timeout: Duration) -> TimedBody {
+        TimedBody {
+            body,
+            left: timeout,
         }
-        Err(e) => Err(HttpFault::InvalidBody(format!("cannot read the body: {e}"))),
     }
+
+    /// The next piece of data, or `None` at the end of the body.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, HttpFault> {
+        loop {
+            let started = Instant::now();
+            let frame = tokio::time::timeout(self.left, self.body.frame()).await;
+            self.left = self.left.saturating_sub(started.elapsed());
+            match frame {
+                Err(_) => return Err(HttpFault::BodyTimeout),
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(e))) => {
+                    return Err(HttpFault::InvalidBody(format!("cannot read the body: {e}")));
+                }
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                    // Trailers carry nothing Herald reads.
+                }
+            }
+        }
+    }
+}
+
+/// Reads a whole request body, refusing bodies over `limit` bytes and bodies that take more
+/// than `server.body_timeout_ms` to arrive.
+pub async fn read_body(shard: &Shard, body: Incoming, limit: usize) -> Result<Bytes, HttpFault> {
+    let timeout = Duration::from_millis(shard.node.config.server.body_timeout_ms);
+    let mut body = TimedBody::new(body, timeout);
+    let mut whole = bytes::BytesMut::new();
+    while let Some(piece) = body.next().await? {
+        if whole.len() + piece.len() > limit {
+            return Err(HttpFault::BodyTooLarge(limit));
+        }
+        if whole.is_empty() && body.body.is_end_stream() {
+            return Ok(piece);
+        }
+        whole.extend_from_slice(&piece);
+    }
+    Ok(whole.freeze())
 }
 
 /// The bearer token of a request: the `Authorization` header, or the `access_token` query

@@ -1,12 +1,17 @@
 //! Connections served over plain HTTP requests — Server-Sent Events and long polling. Their
 //! session (handshake, partial messages) lives on the shard that owns them; a POST or a poll
 //! that reaches another shard is relayed there through its inbox, and its answer comes back.
+//!
+//! A POST body streams into the session piece by piece as it arrives, each piece dispatched
+//! before the next is read, so a body of any size (the official clients send a burst of
+//! invocations as one POST) costs no more than one piece; and while the connection's own
+//! queue is backed up the next piece waits, so TCP pushes back on the client.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::task::Waker;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -14,7 +19,8 @@ use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use super::endpoint::{self, Accepted};
-use super::http::{Body, read_body, status};
+use super::http::{Body, TimedBody, status};
+use super::inflow;
 use super::longpoll::{self, PollReply};
 use super::session::Session;
 use crate::fault::{CloseReason, HttpFault};
@@ -28,8 +34,10 @@ use crate::protocol::HubMessage;
 pub struct HttpConn {
     pub shard: Rc<Shard>,
     pub conn: Rc<Connection>,
-    /// Taken while a POST is being read, so a concurrent POST is refused (409).
+    /// Taken while a piece of a POST body is being handled.
     session: RefCell<Option<Session>>,
+    /// A POST body is being read: a concurrent POST is refused (409).
+    posting: Cell<bool>,
     /// Until when the id stays unusable after the connection ends.
     pub until: Option<Instant>,
     /// Long polling: the poll waiting for data, and when it must be answered empty.
@@ -73,6 +81,7 @@ pub fn create(shard: &Rc<Shard>, accepted: Accepted, transport: TransportKind) -
     let hc = Rc::new(HttpConn {
         shard: shard.clone(),
         session: RefCell::new(Some(Session::new(shard.clone(), conn.clone()))),
+        posting: Cell::new(false),
         conn,
         until: accepted.until,
         pending: RefCell::new(None),
@@ -138,20 +147,61 @@ impl HttpConn {
     }
 }
 
-/// Feeds a POST body to the connection's session, on the owning shard.
-async fn receive(id: ConnectionId, body: Bytes) -> Result<(), HttpFault> {
+/// Feeds a piece of a POST body to the connection's session, on the owning shard — with
+/// `wait`, once the connection may be read (its own queue drained below the low watermark,
+/// the node within its input budget).
+async fn receive(id: ConnectionId, piece: Bytes, wait: bool) -> Result<(), HttpFault> {
     let hc = get(id).ok_or(HttpFault::ConnectionNotFound)?;
     let Some(mut session) = hc.session.borrow_mut().take() else {
         return Err(HttpFault::ConnectionActive);
     };
-    hc.conn.touch_received(hc.shard.coarse_now());
-    hc.shard.metrics.bytes_in(body.len());
-    let outcome = session.receive(&body).await;
+    let readable = if wait {
+        inflow::readable(&hc.shard, &hc.conn, session.has_partial()).await
+    } else {
+        Ok(())
+    };
+    let outcome = match readable {
+        Ok(()) => {
+            hc.conn.touch_received(hc.shard.coarse_now());
+            hc.shard.metrics.bytes_in(piece.len());
+            session.receive(&piece).await
+        }
+        // Closing meanwhile: what remains of the body is of no use.
+        Err(()) => Ok(()),
+    };
     *hc.session.borrow_mut() = Some(session);
     if let Err(reason) = outcome {
         hc.conn.request_close(reason);
     }
     Ok(())
+}
+
+/// Marks the start (`true`) or end of a POST body for connection `id`, on its shard; a
+/// second POST while one is being read is refused.
+fn posting(id: ConnectionId, start: bool) -> Result<(), HttpFault> {
+    let hc = get(id).ok_or(HttpFault::ConnectionNotFound)?;
+    if start && hc.posting.replace(true) {
+        return Err(HttpFault::ConnectionActive);
+    }
+    if !start {
+        hc.posting.set(false);
+    }
+    Ok(())
+}
+
+/// Runs `f` on shard `owner` and returns its answer.
+async fn on_owner<R: Send + 'static>(
+    shard: &Rc<Shard>,
+    owner: usize,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Option<R> {
+    let (tx, rx) = oneshot::channel();
+    shard
+        .run_on(owner, move |_| {
+            let _ = tx.send(f());
+        })
+        .await;
+    rx.await.ok()
 }
 
 /// `POST /hubs/{hub}?id=…`: data from a Server-Sent Events or long-polling client.
@@ -163,6 +213,7 @@ pub async fn send(
     query: Option<&str>,
 ) -> Result<Response<Body>, HttpFault> {
     let token = endpoint::token(shard, hub, id).ok_or(HttpFault::ConnectionNotFound)?;
+    let timeout = Duration::from_millis(shard.node.config.server.body_timeout_ms);
     let owner = match shard.node.registry.state(token.id) {
         IdState::Ended => return Err(HttpFault::ConnectionNotFound),
         IdState::Active {
@@ -171,13 +222,15 @@ pub async fn send(
         } => return Err(HttpFault::PostOnWebSocket),
         IdState::Active { shard: owner, .. } => owner,
         IdState::Unknown => {
-            // Held by another node of the cluster: the data goes there.
+            // Held by another node of the cluster: the data goes there, piece by piece, in
+            // order.
             if let Some(cluster) = &shard.node.cluster
                 && wait_for_remote(cluster, token.id).await
             {
-                let limit = shard.node.config.connections.max_frame_bytes;
-                let body = read_body(req.into_body(), limit).await?;
-                cluster.forward(hub.id, token.id, body.to_vec());
+                let mut body = TimedBody::new(req.into_body(), timeout);
+                while let Some(piece) = body.next().await? {
+                    cluster.forward(hub.id, token.id, piece.to_vec());
+                }
                 return Ok(status(StatusCode::OK));
             }
             // A long-polling client may post its handshake before its first poll.
@@ -188,18 +241,28 @@ pub async fn send(
             shard.id
         }
     };
-    let limit = shard.node.config.connections.max_frame_bytes;
-    let body = read_body(req.into_body(), limit).await?;
-    let (tx, rx) = oneshot::channel();
-    shard
-        .run_on(owner, move |_| {
-            tokio::task::spawn_local(async move {
-                let _ = tx.send(receive(token.id, body).await);
-            });
-        })
-        .await;
-    rx.await.unwrap_or(Err(HttpFault::ConnectionNotFound))?;
-    Ok(status(StatusCode::OK))
+    let id = token.id;
+    on_owner(shard, owner, move || posting(id, true))
+        .await
+        .unwrap_or(Err(HttpFault::ConnectionNotFound))?;
+    let mut body = TimedBody::new(req.into_body(), timeout);
+    let outcome = async {
+        while let Some(piece) = body.next().await? {
+            let (tx, rx) = oneshot::channel();
+            shard
+                .run_on(owner, move |_| {
+                    tokio::task::spawn_local(async move {
+                        let _ = tx.send(receive(id, piece, true).await);
+                    });
+                })
+                .await;
+            rx.await.unwrap_or(Err(HttpFault::ConnectionNotFound))?;
+        }
+        Ok(())
+    }
+    .await;
+    on_owner(shard, owner, move || posting(id, false)).await;
+    outcome.map(|()| status(StatusCode::OK))
 }
 
 /// How long a POST for an unknown id waits to learn that another node holds the connection
@@ -233,7 +296,9 @@ pub async fn receive_forwarded(node: &crate::hub::Node, id: ConnectionId, payloa
     let (tx, rx) = oneshot::channel();
     let task = move |_: &Rc<Shard>| {
         tokio::task::spawn_local(async move {
-            let _ = tx.send(receive(id, Bytes::from(payload)).await);
+            // Not held back by the connection's queue: the backplane's reader waits for
+            // this, and must not wait for one client.
+            let _ = tx.send(receive(id, Bytes::from(payload), false).await);
         });
     };
     node.inbox(shard)

@@ -6,6 +6,7 @@ pub mod connection_token;
 pub mod endpoint;
 pub mod http;
 pub mod http_conn;
+pub mod inflow;
 pub mod longpoll;
 pub mod negotiate;
 pub mod session;

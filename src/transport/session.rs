@@ -1,80 +1,97 @@
 //! A connection's inbound side, whatever its transport: the SignalR handshake, then hub
 //! messages split out of the bytes the client sends, each handed to the dispatcher.
+//!
+//! Bytes arrive in whatever pieces the transport read them in; each complete message is
+//! dispatched at once, and only an unfinished one is kept (at most
+//! `connections.max_message_bytes`, counted in the node's input budget), so a transport
+//! message of any size — a burst of hundreds of invocations — costs no more than one message.
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use crate::fault::CloseReason;
 use crate::hub::dispatch::dispatch;
 use crate::hub::{Connection, Encoded, Shard};
-use crate::protocol::{HubMessage, Protocol, ProtocolError, RECORD_SEPARATOR, handshake};
+use crate::protocol::stream::{Framing, Oversized, Splitter};
+use crate::protocol::{HubMessage, Protocol, ProtocolError, handshake};
 
 pub struct Session {
     shard: Rc<Shard>,
     conn: Rc<Connection>,
     handshaken: bool,
-    /// Bytes of an unfinished message; unallocated between whole messages.
-    pending: Vec<u8>,
+    splitter: Splitter,
+    /// When the unfinished message held now began to arrive.
+    partial_since: Option<Instant>,
 }
 
 impl Session {
     pub fn new(shard: Rc<Shard>, conn: Rc<Connection>) -> Session {
+        let limit = shard.node.config.connections.max_message_bytes;
         Session {
             shard,
             conn,
             handshaken: false,
-            pending: Vec::new(),
+            splitter: Splitter::new(Framing::Separated, limit),
+            partial_since: None,
         }
     }
 
     /// A session for a connection resumed after a reconnect: the handshake is long done.
     pub fn resumed(shard: Rc<Shard>, conn: Rc<Connection>) -> Session {
-        Session {
-            shard,
-            conn,
-            handshaken: true,
-            pending: Vec::new(),
-        }
+        let mut session = Session::new(shard, conn);
+        session.handshaken = true;
+        session
+            .splitter
+            .set_framing(Framing::of(session.conn.protocol()));
+        session
     }
 
     pub fn handshaken(&self) -> bool {
         self.handshaken
     }
 
-    /// Feeds bytes from the client. An `Err` means the connection must close for that reason
-    /// (a failed handshake has already queued its error answer).
+    /// Whether part of a message is held, waiting for the rest.
+    pub fn has_partial(&self) -> bool {
+        self.splitter.pending() > 0
+    }
+
+    /// When the unfinished message began to arrive, if one is held.
+    pub fn partial_since(&self) -> Option<Instant> {
+        self.partial_since
+    }
+
+    /// Feeds bytes from the client: every message they complete is dispatched, in order,
+    /// before this returns. An `Err` means the connection must close for that reason (a
+    /// failed handshake has already queued its error answer); the messages before the one
+    /// at fault have been dispatched.
     pub async fn receive(&mut self, bytes: &[u8]) -> Result<(), CloseReason> {
-        let limit = self.shard.node.config.connections.max_message_bytes;
-        // Bytes that cannot complete the unfinished message are appended without parsing
-        // again what was already seen.
-        if !self.pending.is_empty() && !self.completes(bytes) {
-            self.pending.extend_from_slice(bytes);
-            if self.pending.len() > limit {
-                return Err(if self.handshaken {
-                    CloseReason::Protocol(ProtocolError::TooLarge { limit })
-                } else {
-                    self.refuse(handshake::HandshakeError::TooLarge(limit))
-                });
-            }
-            return Ok(());
+        let before = self.splitter.pending();
+        let outcome = self.split(bytes).await;
+        let after = self.splitter.pending();
+        self.shard.node.input.change(before, after);
+        match (before, after) {
+            (_, 0) => self.partial_since = None,
+            (0, _) => self.partial_since = Some(self.shard.coarse_now()),
+            _ => {}
         }
-        let mut owned = Vec::new();
-        let mut buf: &[u8] = if self.pending.is_empty() {
-            bytes
-        } else {
-            owned = std::mem::take(&mut self.pending);
-            owned.extend_from_slice(bytes);
-            &owned
-        };
+        outcome
+    }
+
+    async fn split(&mut self, bytes: &[u8]) -> Result<(), CloseReason> {
+        let mut input = bytes;
         if !self.handshaken {
-            let request = match handshake::decode_request(buf, limit) {
-                Ok(Some(request)) => request,
-                Ok(None) => {
-                    self.keep(buf);
-                    return Ok(());
+            let record = match self.splitter.next(&mut input) {
+                Ok(Some(record)) => record,
+                Ok(None) => return Ok(()),
+                Err(Oversized { limit }) => {
+                    return Err(self.refuse(handshake::HandshakeError::TooLarge(limit)));
                 }
+            };
+            let request = match handshake::decode_request(&record, usize::MAX) {
+                Ok(Some((request, _))) => request,
+                Ok(None) => unreachable!("a record ends with its separator"),
                 Err(e) => return Err(self.refuse(e)),
             };
-            let (request, used) = request;
             let protocol = match request.select_for(self.conn.transport.carries_binary()) {
                 Ok(protocol) => protocol,
                 Err(e) => return Err(self.refuse(e)),
@@ -92,26 +109,29 @@ impl Session {
                 self.conn.enable_replay(limit);
             }
             self.handshaken = true;
+            self.splitter.set_framing(Framing::of(protocol));
             self.shard.open(&self.conn, protocol).await;
-            buf = &buf[used..];
         }
         let protocol = self.conn.protocol();
         loop {
-            match protocol.decode(buf, limit) {
-                Ok(Some((message, used))) => {
-                    buf = &buf[used..];
-                    if self.conn.is_stateful() && !self.sequence(&message)? {
-                        continue;
-                    }
-                    dispatch(&self.shard, &self.conn, message).await?;
+            let record = match self.splitter.next(&mut input) {
+                Ok(Some(record)) => record,
+                Ok(None) => return Ok(()),
+                Err(Oversized { limit }) => {
+                    return Err(CloseReason::Protocol(ProtocolError::TooLarge { limit }));
                 }
-                Ok(None) => break,
+            };
+            let message = match protocol.decode(&record, usize::MAX) {
+                Ok(Some((message, _))) => message,
+                Ok(None) => unreachable!("a record is one whole message"),
                 Err(e) => return Err(CloseReason::Protocol(e)),
+            };
+            drop(record);
+            if self.conn.is_stateful() && !self.sequence(&message)? {
+                continue;
             }
+            dispatch(&self.shard, &self.conn, message).await?;
         }
-        self.keep(buf);
-        drop(owned);
-        Ok(())
     }
 
     /// Stateful reconnect's bookkeeping of one incoming message: numbers trackable ones,
@@ -134,30 +154,6 @@ impl Session {
         }
     }
 
-    /// Whether `more` may complete the message waiting in `pending`: text messages end at a
-    /// separator; a MessagePack message's length prefix says how many bytes it needs.
-    fn completes(&self, more: &[u8]) -> bool {
-        if !self.handshaken || self.conn.protocol() == Protocol::Json {
-            return more.contains(&RECORD_SEPARATOR);
-        }
-        let mut prefix = 0usize;
-        let mut len = 0usize;
-        for (i, b) in self.pending.iter().take(5).enumerate() {
-            len |= usize::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                prefix = i + 1;
-                break;
-            }
-        }
-        prefix == 0 || self.pending.len() + more.len() >= prefix + len
-    }
-
-    fn keep(&mut self, rest: &[u8]) {
-        if !rest.is_empty() {
-            self.pending.extend_from_slice(rest);
-        }
-    }
-
     fn refuse(&mut self, error: handshake::HandshakeError) -> CloseReason {
         let answer = Encoded::raw(
             &handshake::encode_response(Some(&error.to_string())),
@@ -165,5 +161,11 @@ impl Session {
         );
         let _ = self.conn.send(&answer);
         CloseReason::Handshake(error)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.shard.node.input.change(self.splitter.pending(), 0);
     }
 }

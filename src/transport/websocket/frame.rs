@@ -1,15 +1,22 @@
 //! The WebSocket frame codec (RFC 6455).
 //!
-//! Decoding reassembles fragmented messages and hands out control frames; it keeps only the
-//! bytes of an unfinished frame between calls. A server decodes client frames, which must be
-//! masked; a client (the load generator) decodes server frames, which must not be. Server
-//! frames are never masked, so the same frame bytes can be written to every recipient, which
-//! is what makes encode-once fan-out possible.
+//! Decoding streams: a data frame's payload is handed out as its bytes arrive, unmasked, in
+//! as many pieces as it was read in, so a message of any size costs no more memory than one
+//! read — the hub protocol above splits messages out of the bytes, as ASP.NET Core's pipes
+//! do. Only a frame header (at most 14 bytes) or a whole control frame (at most 139) is kept
+//! between calls. [`Reassembler`] puts pieces back together for peers that want whole
+//! messages (the load generator). A server decodes client frames, which must be masked; a
+//! client decodes server frames, which must not be. Server frames are never masked, so the
+//! same frame bytes can be written to every recipient, which is what makes encode-once
+//! fan-out possible.
 
 use bytes::{Bytes, BytesMut};
 
 /// The longest server frame header: 2 bytes plus an 8-byte length.
 pub const MAX_HEADER: usize = 10;
+
+/// The longest control frame: a masked header (6 bytes) and 125 bytes of payload.
+const MAX_CONTROL_FRAME: usize = 6 + 125;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpCode {
@@ -39,10 +46,11 @@ impl OpCode {
     }
 }
 
-/// What a client sent, frame by frame, with data messages already reassembled.
+/// What a peer sent, in order. A data message arrives as one or more `Data` pieces, the last
+/// of them with `last` set; control frames arrive whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Message { text: bool, payload: Bytes },
+    Data { payload: Bytes, last: bool },
     Ping(Bytes),
     Pong,
     Close { code: Option<u16>, reason: String },
@@ -88,172 +96,263 @@ pub enum Role {
     Client,
 }
 
+/// The data frame whose payload is being read.
+#[derive(Debug)]
+struct Payload {
+    remaining: u64,
+    mask: Option<[u8; 4]>,
+    /// Payload bytes already unmasked, for the mask's phase.
+    done: usize,
+    fin: bool,
+}
+
 /// Incremental frame decoder.
 #[derive(Debug)]
 pub struct Decoder {
     role: Role,
-    /// Bytes of an unfinished frame; empty (and unallocated) between whole frames.
+    /// An unfinished frame header or control frame; empty (and unallocated) otherwise.
     partial: BytesMut,
-    /// The data message being reassembled from fragments.
-    fragments: Option<(bool, BytesMut)>,
-    max_message: usize,
+    /// The data frame being read, once its header is.
+    payload: Option<Payload>,
+    /// A data message's first frame was not final: continuations follow.
+    fragmented: bool,
 }
 
 impl Decoder {
     /// A server's decoder of client frames.
-    pub fn new(max_message: usize) -> Decoder {
-        Decoder::with_role(Role::Server, max_message)
+    pub fn new() -> Decoder {
+        Decoder::with_role(Role::Server)
     }
 
-    pub fn with_role(role: Role, max_message: usize) -> Decoder {
+    pub fn with_role(role: Role) -> Decoder {
         Decoder {
             role,
             partial: BytesMut::new(),
-            fragments: None,
-            max_message,
+            payload: None,
+            fragmented: false,
         }
     }
 
-    /// Decodes every complete frame in `partial ++ input`, appending events to `out`.
-    pub fn feed(&mut self, input: &[u8], out: &mut Vec<Event>) -> Result<(), FrameError> {
-        if self.partial.is_empty() {
-            let used = self.decode_all(input, out)?;
-            if used < input.len() {
-                self.partial.extend_from_slice(&input[used..]);
+    /// Decodes everything in `input` (after what earlier calls left unfinished), appending
+    /// events to `out`.
+    pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<Event>) -> Result<(), FrameError> {
+        loop {
+            if let Some(payload) = &mut self.payload {
+                let take = payload.remaining.min(input.len() as u64) as usize;
+                let finished = take as u64 == payload.remaining;
+                if take > 0 || finished {
+                    let mut piece = BytesMut::from(&input[..take]);
+                    if let Some(mask) = payload.mask {
+                        unmask_at(&mut piece, mask, payload.done);
+                    }
+                    payload.done += take;
+                    payload.remaining -= take as u64;
+                    input = &input[take..];
+                    out.push(Event::Data {
+                        payload: piece.freeze(),
+                        last: finished && payload.fin,
+                    });
+                }
+                if !finished {
+                    return Ok(());
+                }
+                self.payload = None;
             }
-        } else {
-            self.partial.extend_from_slice(input);
-            let buf = std::mem::take(&mut self.partial);
-            let used = self.decode_all(&buf, out)?;
-            if used < buf.len() {
-                self.partial = buf;
-                let _ = self.partial.split_to(used);
+            if input.is_empty() {
+                return Ok(());
+            }
+            if !self.header(&mut input, out)? {
+                return Ok(());
             }
         }
-        Ok(())
     }
 
-    /// Bytes held for an unfinished frame.
+    /// Bytes held for an unfinished frame header or control frame.
     pub fn buffered(&self) -> usize {
-        self.partial.len() + self.fragments.as_ref().map_or(0, |(_, b)| b.len())
+        self.partial.len()
     }
 
-    fn decode_all(&mut self, mut buf: &[u8], out: &mut Vec<Event>) -> Result<usize, FrameError> {
-        let total = buf.len();
-        while let Some(used) = self.decode_one(buf, out)? {
-            buf = &buf[used..];
+    /// Takes the next frame header (a whole frame for control frames) from `partial ++
+    /// input`; false if `input` ran out first (what it had is kept).
+    fn header(&mut self, input: &mut &[u8], out: &mut Vec<Event>) -> Result<bool, FrameError> {
+        if self.partial.is_empty() {
+            let need = needed(input);
+            if input.len() >= need {
+                let (head, rest) = input.split_at(need);
+                *input = rest;
+                self.begin(head, out)?;
+                return Ok(true);
+            }
+            self.partial.extend_from_slice(input);
+            *input = &[];
+            return Ok(false);
         }
-        Ok(total - buf.len())
+        loop {
+            let need = needed(&self.partial);
+            if self.partial.len() >= need {
+                let head = std::mem::take(&mut self.partial);
+                self.begin(&head, out)?;
+                return Ok(true);
+            }
+            if input.is_empty() {
+                return Ok(false);
+            }
+            let n = (need - self.partial.len()).min(input.len());
+            self.partial.extend_from_slice(&input[..n]);
+            *input = &input[n..];
+        }
     }
 
-    /// Decodes one frame from the start of `buf`, or returns `None` if it is incomplete.
-    fn decode_one(
-        &mut self,
-        buf: &[u8],
-        out: &mut Vec<Event>,
-    ) -> Result<Option<usize>, FrameError> {
-        if buf.len() < 2 {
-            return Ok(None);
-        }
-        let fin = buf[0] & 0x80 != 0;
-        if buf[0] & 0x70 != 0 {
+    /// Starts a frame from its header (`head` is exactly what [`needed`] asked for).
+    fn begin(&mut self, head: &[u8], out: &mut Vec<Event>) -> Result<(), FrameError> {
+        let fin = head[0] & 0x80 != 0;
+        if head[0] & 0x70 != 0 {
             return Err(FrameError::ReservedBits);
         }
         let opcode =
-            OpCode::from_u8(buf[0] & 0x0f).ok_or(FrameError::UnknownOpCode(buf[0] & 0x0f))?;
-        let masked = buf[1] & 0x80 != 0;
+            OpCode::from_u8(head[0] & 0x0f).ok_or(FrameError::UnknownOpCode(head[0] & 0x0f))?;
+        let masked = head[1] & 0x80 != 0;
         match (self.role, masked) {
             (Role::Server, false) => return Err(FrameError::Unmasked),
             (Role::Client, true) => return Err(FrameError::Masked),
             _ => {}
         }
-        let (len, mut pos) = match buf[1] & 0x7f {
-            126 => {
-                if buf.len() < 4 {
-                    return Ok(None);
-                }
-                (u16::from_be_bytes([buf[2], buf[3]]) as u64, 4)
-            }
-            127 => {
-                if buf.len() < 10 {
-                    return Ok(None);
-                }
-                (
-                    u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")),
-                    10,
-                )
-            }
-            n => (n as u64, 2),
+        let (len, mut pos) = match head[1] & 0x7f {
+            126 => (u64::from(u16::from_be_bytes([head[2], head[3]])), 4),
+            127 => (
+                u64::from_be_bytes(head[2..10].try_into().expect("8 bytes")),
+                10,
+            ),
+            n => (u64::from(n), 2),
         };
-        if opcode.is_control() && (!fin || len > 125) {
-            return Err(FrameError::BadControlFrame);
+        let mask = masked.then(|| {
+            let mask: [u8; 4] = head[pos..pos + 4].try_into().expect("4 bytes");
+            pos += 4;
+            mask
+        });
+        if opcode.is_control() {
+            if !fin || len > 125 {
+                return Err(FrameError::BadControlFrame);
+            }
+            let mut payload = BytesMut::from(&head[pos..]);
+            if let Some(mask) = mask {
+                fastwebsockets::unmask(&mut payload, mask);
+            }
+            out.push(control(opcode, payload)?);
+            return Ok(());
         }
-        let already = self.fragments.as_ref().map_or(0, |(_, b)| b.len()) as u64;
-        if len.saturating_add(already) > self.max_message as u64 {
+        match (opcode, self.fragmented) {
+            (OpCode::Continuation, false) => return Err(FrameError::UnexpectedContinuation),
+            (OpCode::Text | OpCode::Binary, true) => return Err(FrameError::Interleaved),
+            _ => {}
+        }
+        self.fragmented = !fin;
+        self.payload = Some(Payload {
+            remaining: len,
+            mask,
+            done: 0,
+            fin,
+        });
+        Ok(())
+    }
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new()
+    }
+}
+
+/// How many bytes the frame starting `buf` needs before [`Decoder::begin`] can take it: its
+/// header, and for a control frame its payload too. Grows as more of the header is known.
+fn needed(buf: &[u8]) -> usize {
+    if buf.len() < 2 {
+        return 2;
+    }
+    let mask = if buf[1] & 0x80 != 0 { 4 } else { 0 };
+    let code = buf[1] & 0x7f;
+    let header = match code {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    } + mask;
+    let control = buf[0] & 0x08 != 0;
+    if control && code <= 125 {
+        // Within MAX_CONTROL_FRAME: a bad control frame (long, or unfinished) is refused by
+        // `begin` from its header alone.
+        (header + usize::from(code)).min(MAX_CONTROL_FRAME)
+    } else {
+        header
+    }
+}
+
+fn control(opcode: OpCode, payload: BytesMut) -> Result<Event, FrameError> {
+    Ok(match opcode {
+        OpCode::Ping => Event::Ping(payload.freeze()),
+        OpCode::Pong => Event::Pong,
+        _ => {
+            let (code, reason) = match payload.len() {
+                0 => (None, String::new()),
+                1 => return Err(FrameError::BadClose),
+                _ => {
+                    let code = u16::from_be_bytes([payload[0], payload[1]]);
+                    let reason = std::str::from_utf8(&payload[2..])
+                        .map_err(|_| FrameError::BadClose)?
+                        .to_string();
+                    (Some(code), reason)
+                }
+            };
+            Event::Close { code, reason }
+        }
+    })
+}
+
+/// Unmasks `buf`, which starts `offset` bytes into a masked payload.
+fn unmask_at(buf: &mut [u8], mask: [u8; 4], offset: usize) {
+    let phase = offset % 4;
+    let rotated = [
+        mask[phase],
+        mask[(phase + 1) % 4],
+        mask[(phase + 2) % 4],
+        mask[(phase + 3) % 4],
+    ];
+    fastwebsockets::unmask(buf, rotated);
+}
+
+/// Puts streamed data pieces back together into whole messages, for peers that want them (a
+/// client reading server frames). Control events pass through.
+#[derive(Debug)]
+pub struct Reassembler {
+    max_message: usize,
+    /// The pieces of an unfinished message.
+    pieces: BytesMut,
+}
+
+impl Reassembler {
+    pub fn new(max_message: usize) -> Reassembler {
+        Reassembler {
+            max_message,
+            pieces: BytesMut::new(),
+        }
+    }
+
+    /// Returns `event` as whole: a data piece that ends a message becomes the message; one
+    /// that does not is kept and gives `None`.
+    pub fn push(&mut self, event: Event) -> Result<Option<Event>, FrameError> {
+        let Event::Data { payload, last } = event else {
+            return Ok(Some(event));
+        };
+        if self.pieces.len() + payload.len() > self.max_message {
             return Err(FrameError::TooLarge(self.max_message));
         }
-        let len = len as usize;
-        let mask_len = if masked { 4 } else { 0 };
-        if buf.len() < pos + mask_len + len {
-            return Ok(None);
+        if last && self.pieces.is_empty() {
+            return Ok(Some(Event::Data { payload, last }));
         }
-        let mut payload;
-        if masked {
-            let mask: [u8; 4] = buf[pos..pos + 4].try_into().expect("4 bytes");
-            pos += 4;
-            payload = BytesMut::from(&buf[pos..pos + len]);
-            fastwebsockets::unmask(&mut payload, mask);
-        } else {
-            payload = BytesMut::from(&buf[pos..pos + len]);
-        }
-        let used = pos + len;
-
-        match opcode {
-            OpCode::Text | OpCode::Binary => {
-                if self.fragments.is_some() {
-                    return Err(FrameError::Interleaved);
-                }
-                let text = opcode == OpCode::Text;
-                if fin {
-                    out.push(Event::Message {
-                        text,
-                        payload: payload.freeze(),
-                    });
-                } else {
-                    self.fragments = Some((text, payload));
-                }
-            }
-            OpCode::Continuation => {
-                let Some((_, acc)) = self.fragments.as_mut() else {
-                    return Err(FrameError::UnexpectedContinuation);
-                };
-                acc.extend_from_slice(&payload);
-                if fin {
-                    let (text, acc) = self.fragments.take().expect("checked above");
-                    out.push(Event::Message {
-                        text,
-                        payload: acc.freeze(),
-                    });
-                }
-            }
-            OpCode::Ping => out.push(Event::Ping(payload.freeze())),
-            OpCode::Pong => out.push(Event::Pong),
-            OpCode::Close => {
-                let (code, reason) = match payload.len() {
-                    0 => (None, String::new()),
-                    1 => return Err(FrameError::BadClose),
-                    _ => {
-                        let code = u16::from_be_bytes([payload[0], payload[1]]);
-                        let reason = std::str::from_utf8(&payload[2..])
-                            .map_err(|_| FrameError::BadClose)?
-                            .to_string();
-                        (Some(code), reason)
-                    }
-                };
-                out.push(Event::Close { code, reason });
-            }
-        }
-        Ok(Some(used))
+        self.pieces.extend_from_slice(&payload);
+        Ok(last.then(|| Event::Data {
+            payload: std::mem::take(&mut self.pieces).freeze(),
+            last: true,
+        }))
     }
 }
 
@@ -345,22 +444,38 @@ mod tests {
 
     const M: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
+    /// Feeds `chunks` and returns the events with data pieces put back together.
+    fn whole(role: Role, chunks: &[&[u8]]) -> Result<Vec<Event>, FrameError> {
+        let mut d = Decoder::with_role(role);
+        let mut r = Reassembler::new(1 << 20);
+        let mut events = Vec::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            d.feed(chunk, &mut events)?;
+            for e in events.drain(..) {
+                out.extend(r.push(e)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn message(payload: &[u8]) -> Event {
+        Event::Data {
+            payload: Bytes::copy_from_slice(payload),
+            last: true,
+        }
+    }
+
     #[test]
     fn rfc_example_masked_hello() {
         // RFC 6455 §5.7: a single-frame masked text message containing "Hello".
         let frame = [
             0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
         ];
-        let mut d = Decoder::new(1024);
+        let mut d = Decoder::new();
         let mut out = Vec::new();
         d.feed(&frame, &mut out).unwrap();
-        assert_eq!(
-            out,
-            vec![Event::Message {
-                text: true,
-                payload: Bytes::from_static(b"Hello")
-            }]
-        );
+        assert_eq!(out, vec![message(b"Hello")]);
     }
 
     #[test]
@@ -384,17 +499,13 @@ mod tests {
         stream.extend(mask_frame(true, 9, b"ping", M));
         stream.extend(mask_frame(true, 0, b"lo", M));
         stream.extend(mask_frame(true, 2, &[7u8; 200], M));
+        stream.extend(mask_frame(true, 2, b"", M));
         stream.extend(mask_frame(true, 8, b"\x03\xe8bye", M));
         let expected = vec![
             Event::Ping(Bytes::from_static(b"ping")),
-            Event::Message {
-                text: true,
-                payload: Bytes::from_static(b"Hello"),
-            },
-            Event::Message {
-                text: false,
-                payload: Bytes::from(vec![7u8; 200]),
-            },
+            message(b"Hello"),
+            message(&[7u8; 200]),
+            message(b""),
             Event::Close {
                 code: Some(1000),
                 reason: "bye".into(),
@@ -402,15 +513,33 @@ mod tests {
         ];
         for a in 0..=stream.len() {
             for b in [a, (a + 3).min(stream.len()), stream.len()] {
-                let mut d = Decoder::new(1024);
-                let mut out = Vec::new();
-                d.feed(&stream[..a], &mut out).unwrap();
-                d.feed(&stream[a..b], &mut out).unwrap();
-                d.feed(&stream[b..], &mut out).unwrap();
-                assert_eq!(out, expected, "split at {a}/{b}");
-                assert_eq!(d.buffered(), 0);
+                let got = whole(Role::Server, &[&stream[..a], &stream[a..b], &stream[b..]]);
+                assert_eq!(got.unwrap(), expected, "split at {a}/{b}");
             }
         }
+    }
+
+    #[test]
+    fn payloads_stream_out_as_they_arrive_and_nothing_is_held() {
+        // A 1 MiB message in one frame, fed in 1000-byte reads: every read hands its bytes on
+        // at once, unmasked, and the decoder keeps nothing of the payload.
+        let payload: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        let stream = mask_frame(true, 2, &payload, M);
+        let mut d = Decoder::new();
+        let mut events = Vec::new();
+        let mut got = Vec::new();
+        for chunk in stream.chunks(1000) {
+            d.feed(chunk, &mut events).unwrap();
+            assert!(d.buffered() <= 14);
+            for e in events.drain(..) {
+                let Event::Data { payload, last } = e else {
+                    panic!("{e:?}")
+                };
+                got.extend_from_slice(&payload);
+                assert_eq!(last, got.len() == 1 << 20);
+            }
+        }
+        assert_eq!(got, payload);
     }
 
     #[test]
@@ -418,65 +547,67 @@ mod tests {
         let mut stream = encode(OpCode::Text, b"Hello").to_vec();
         stream.extend_from_slice(&encode(OpCode::Binary, &[1u8; 300]));
         for split in 0..=stream.len() {
-            let mut d = Decoder::with_role(Role::Client, 1024);
-            let mut out = Vec::new();
-            d.feed(&stream[..split], &mut out).unwrap();
-            d.feed(&stream[split..], &mut out).unwrap();
-            assert_eq!(out.len(), 2, "split {split}");
+            let got = whole(Role::Client, &[&stream[..split], &stream[split..]]).unwrap();
+            assert_eq!(got, vec![message(b"Hello"), message(&[1u8; 300])], "split {split}");
         }
-        let mut out = Vec::new();
         let masked = encode_masked(OpCode::Text, b"x", M);
-        assert_eq!(
-            Decoder::with_role(Role::Client, 64).feed(&masked, &mut out),
-            Err(FrameError::Masked)
-        );
+        assert_eq!(whole(Role::Client, &[&masked]), Err(FrameError::Masked));
         // And a server reads what a client encodes.
-        Decoder::new(64).feed(&masked, &mut out).unwrap();
-        assert_eq!(
-            out,
-            vec![Event::Message {
-                text: true,
-                payload: Bytes::from_static(b"x")
-            }]
-        );
+        assert_eq!(whole(Role::Server, &[&masked]).unwrap(), vec![message(b"x")]);
+    }
+
+    #[test]
+    fn the_reassembler_bounds_a_message() {
+        let mut r = Reassembler::new(64);
+        let piece = |n: usize, last| Event::Data {
+            payload: Bytes::from(vec![b'a'; n]),
+            last,
+        };
+        assert_eq!(r.push(piece(40, false)), Ok(None));
+        assert_eq!(r.push(piece(40, true)), Err(FrameError::TooLarge(64)));
+        let mut r = Reassembler::new(64);
+        assert_eq!(r.push(piece(30, false)), Ok(None));
+        assert_eq!(r.push(Event::Pong), Ok(Some(Event::Pong)));
+        assert_eq!(r.push(piece(30, true)), Ok(Some(message(&[b'a'; 60]))));
     }
 
     #[test]
     fn protocol_violations() {
-        let feed = |bytes: &[u8], max: usize| {
-            let mut out = Vec::new();
-            Decoder::new(max).feed(bytes, &mut out)
-        };
-        assert_eq!(feed(b"\x81\x05Hello", 1024), Err(FrameError::Unmasked));
+        let feed = |bytes: &[u8]| whole(Role::Server, &[bytes]);
+        assert_eq!(feed(b"\x81\x05Hello"), Err(FrameError::Unmasked));
         assert_eq!(
-            feed(&mask_frame(true, 3, b"", M), 1024),
+            feed(&mask_frame(true, 3, b"", M)),
             Err(FrameError::UnknownOpCode(3))
         );
         assert_eq!(
-            feed(&mask_frame(true, 0, b"x", M), 1024),
+            feed(&mask_frame(true, 0, b"x", M)),
             Err(FrameError::UnexpectedContinuation)
         );
         assert_eq!(
-            feed(&mask_frame(false, 9, b"x", M), 1024),
+            feed(&mask_frame(false, 9, b"x", M)),
             Err(FrameError::BadControlFrame)
         );
         assert_eq!(
-            feed(&mask_frame(true, 1, &[b'a'; 100], M), 64),
-            Err(FrameError::TooLarge(64))
+            feed(&mask_frame(true, 9, &[0u8; 126], M)),
+            Err(FrameError::BadControlFrame)
         );
-        let mut two = mask_frame(false, 1, &[b'a'; 40], M);
-        two.extend(mask_frame(true, 0, &[b'a'; 40], M));
-        assert_eq!(feed(&two, 64), Err(FrameError::TooLarge(64)));
         let mut inter = mask_frame(false, 1, b"a", M);
         inter.extend(mask_frame(true, 1, b"b", M));
-        assert_eq!(feed(&inter, 64), Err(FrameError::Interleaved));
+        assert_eq!(feed(&inter), Err(FrameError::Interleaved));
         let mut rsv = mask_frame(true, 1, b"a", M);
         rsv[0] |= 0x40;
-        assert_eq!(feed(&rsv, 64), Err(FrameError::ReservedBits));
-        // A declared length beyond the limit is refused before its payload arrives.
+        assert_eq!(feed(&rsv), Err(FrameError::ReservedBits));
         assert_eq!(
-            feed(&[0x82, 0xff, 0, 0, 0, 1, 0, 0, 0, 0], 1024),
-            Err(FrameError::TooLarge(1024))
+            feed(&mask_frame(true, 8, b"\x03", M)),
+            Err(FrameError::BadClose)
         );
+        // A declared length of any size is no error: its payload streams as it comes.
+        let mut d = Decoder::new();
+        let mut out = Vec::new();
+        d.feed(&[0x82, 0xff, 0, 0, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4], &mut out)
+            .unwrap();
+        assert!(out.is_empty());
+        d.feed(b"abc", &mut out).unwrap();
+        assert_eq!(out.len(), 1);
     }
 }

@@ -27,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use self::frame::{Decoder, Event, OpCode};
 use super::endpoint::{self, Accepted};
+use super::inflow;
 use super::http::{Body, empty};
 use super::session::Session;
 use super::writer::poll_write_queue;
@@ -137,11 +138,16 @@ where
 
 /// What one turn of the connection loop produced.
 enum Step {
-    /// Frames arrived (in the events buffer).
-    Events,
+    /// Frames arrived (in the events buffer); `more` if the read filled the buffer, so more
+    /// is probably waiting.
+    Events { more: bool },
     /// The connection must end.
     Closed(CloseReason),
 }
+
+/// Turns of reading a busy client in a row before its task lets the others run: the
+/// recipients of what it sends, above all, so their queues drain as fast as it fills them.
+const TURNS_PER_YIELD: usize = 16;
 
 /// Runs an upgraded connection until it ends, then takes it out of the hub.
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(
@@ -167,8 +173,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         conn.request_close(CloseReason::ServerShutdown);
     }
     let mut session = Session::new(shard.clone(), conn.clone());
-    let mut decoder = Decoder::new(limits.max_frame_bytes);
+    let mut decoder = Decoder::new();
     let mut events = Vec::new();
+    let mut turns = 0;
 
     let mut reason = None;
     // `leftover` may share hyper's whole read buffer: feed it and let it go at once, or every
@@ -185,11 +192,15 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         if let Some(reason) = reason.take() {
             break reason;
         }
+        let mut more = false;
         if events.is_empty() {
-            match poll_fn(|cx| poll_step(cx, &shard, &conn, &mut io, &mut decoder, &mut events))
-                .await
+            let partial = session.has_partial();
+            match poll_fn(|cx| {
+                poll_step(cx, &shard, &conn, &mut io, &mut decoder, &mut events, partial)
+            })
+            .await
             {
-                Step::Events => {}
+                Step::Events { more: m } => more = m,
                 Step::Closed(reason) => break reason,
             }
         }
@@ -198,7 +209,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 // Boxed: the dispatcher's future is large and only lives while a message is
                 // handled, while this loop's state lives as long as the (mostly idle)
                 // connection.
-                Event::Message { payload, .. } => Box::pin(session.receive(&payload)).await,
+                Event::Data { payload, .. } => Box::pin(session.receive(&payload)).await,
                 Event::Ping(payload) => conn
                     .push_raw(&frame::encode(OpCode::Pong, &payload))
                     .map_err(|_| conn.refusal()),
@@ -209,6 +220,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 reason = Some(e);
                 break;
             }
+        }
+        turns += 1;
+        if more || turns >= TURNS_PER_YIELD {
+            turns = 0;
+            tokio::task::yield_now().await;
         }
     };
     // With stateful reconnect, a transport that went away (or gave way to a reconnect) is
@@ -229,7 +245,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     Box::pin(shard.detach(&conn, &reason, accepted.until)).await;
 }
 
-/// One turn: write what is queued, notice a requested close, read what arrived.
+/// One turn: write what is queued, notice a requested close, read what arrived — unless
+/// reading is paused (`inflow::gate`; `partial` says whether the session holds part of a
+/// message).
 fn poll_step<S: AsyncRead + AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
     shard: &Shard,
@@ -237,6 +255,7 @@ fn poll_step<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     decoder: &mut Decoder,
     events: &mut Vec<Event>,
+    partial: bool,
 ) -> Poll<Step> {
     let mut written = 0;
     if let Poll::Ready(Err(_)) = poll_write_queue(cx, shard, conn, io, &mut written) {
@@ -247,6 +266,12 @@ fn poll_step<S: AsyncRead + AsyncWrite + Unpin>(
     }
     if conn.is_superseded() {
         return Poll::Ready(Step::Closed(CloseReason::ClientGone));
+    }
+    if inflow::gate(shard, conn, partial).is_err() {
+        // Woken as the queue drains (the write above registered the socket, or the queue's
+        // next change does) or when the node is back under its input budget.
+        conn.register(cx.waker());
+        return Poll::Pending;
     }
     for _ in 0..READS_PER_WAKE {
         let mut scratch = shard.scratch();
@@ -263,7 +288,9 @@ fn poll_step<S: AsyncRead + AsyncWrite + Unpin>(
                     return Poll::Ready(Step::Closed(CloseReason::WebSocket(e)));
                 }
                 if !events.is_empty() {
-                    return Poll::Ready(Step::Events);
+                    return Poll::Ready(Step::Events {
+                        more: n == scratch.len(),
+                    });
                 }
             }
             Poll::Ready(Err(_)) => return Poll::Ready(Step::Closed(CloseReason::ClientGone)),

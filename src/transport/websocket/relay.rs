@@ -1,13 +1,13 @@
 //! Resumed WebSockets (stateful reconnect): the client's new socket may reach any shard,
 //! while its connection — queue, replay buffer, groups — stays on the shard that has it.
-//! The socket's shard relays frames both ways through the inboxes: payloads the client sends
-//! go to the connection's session; what the connection sends comes back a batch at a time
-//! (one batch in flight, so a slow socket slows the connection's queue, whose cap still
-//! holds). The connection first announces the oldest unacknowledged message (Sequence) and
-//! replays everything unacknowledged; the client drops what it already had.
+//! The socket's shard relays frames both ways: payload pieces the client sends go to the
+//! connection's session through a small bounded channel (so a client that sends faster than
+//! its session takes is not read, as on a direct socket); what the connection sends comes
+//! back a batch at a time (one batch in flight, so a slow socket slows the connection's
+//! queue, whose cap still holds). The connection first announces the oldest unacknowledged
+//! message (Sequence) and replays everything unacknowledged; the client drops what it already
+//! had.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::Poll;
@@ -19,12 +19,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::frame::{self, Decoder, Event, OpCode};
 use crate::fault::{CloseReason, HttpFault};
-use crate::hub::connection::IdBuildHasher;
 use crate::hub::node::IdState;
 use crate::hub::{Connection, ConnectionId, Encoded, Shard, TransportKind};
 use crate::protocol::HubMessage;
+use crate::transport::inflow;
 use crate::transport::session::Session;
 use crate::transport::writer::take_queued;
+
+/// Payload pieces in flight from the socket's shard to the connection's.
+const FEED_DEPTH: usize = 4;
 
 /// What the connection's shard sends the socket's shard.
 enum Out {
@@ -34,12 +37,6 @@ enum Out {
     Close(Bytes),
     /// Drop the socket without a word (a newer reconnect took over).
     Drop,
-}
-
-thread_local! {
-    /// Where payloads from relayed sockets go, per connection on this shard.
-    static FEEDS: RefCell<HashMap<ConnectionId, mpsc::UnboundedSender<Bytes>, IdBuildHasher>> =
-        RefCell::default();
 }
 
 /// Checks that `id` is a stateful connection that may resume, and asks a transport it still
@@ -83,10 +80,11 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     id: ConnectionId,
 ) {
     let (out_tx, mut out_rx) = mpsc::channel::<Out>(1);
+    let (feed_tx, feed_rx) = mpsc::channel::<Bytes>(FEED_DEPTH);
     shard
-        .run_on(owner, move |owner| attach(owner, id, out_tx))
+        .run_on(owner, move |owner| attach(owner, id, out_tx, feed_rx))
         .await;
-    let mut decoder = Decoder::new(shard.node.config.connections.max_frame_bytes);
+    let mut decoder = Decoder::new();
     let mut events = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
     let mut incoming = leftover.to_vec();
@@ -99,8 +97,12 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             incoming.clear();
             for event in events.drain(..) {
                 match event {
-                    Event::Message { payload, .. } => {
-                        shard.run_on(owner, move |_| feed(id, payload)).await;
+                    Event::Data { payload, .. } => {
+                        // Waits while the connection's session is behind: the socket is
+                        // not read meanwhile.
+                        if feed_tx.send(payload).await.is_err() {
+                            break 'socket;
+                        }
                     }
                     Event::Ping(p) => {
                         if io
@@ -148,33 +150,23 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             },
         }
     }
+    // Dropping the feed tells the connection's side that the socket went away.
+    drop(feed_tx);
     let _ = tokio::time::timeout(Duration::from_millis(100), io.shutdown()).await;
-    shard.run_on(owner, move |_| gone(id)).await;
-}
-
-/// A payload from the client, on the connection's shard.
-fn feed(id: ConnectionId, payload: Bytes) {
-    FEEDS.with(|f| {
-        if let Some(tx) = f.borrow().get(&id) {
-            let _ = tx.send(payload);
-        }
-    });
-}
-
-/// The socket went away, on the connection's shard.
-fn gone(id: ConnectionId) {
-    FEEDS.with(|f| f.borrow_mut().remove(&id));
 }
 
 /// Starts serving a connection of this shard through a relayed socket.
-fn attach(shard: &Rc<Shard>, id: ConnectionId, out: mpsc::Sender<Out>) {
+fn attach(
+    shard: &Rc<Shard>,
+    id: ConnectionId,
+    out: mpsc::Sender<Out>,
+    feed: mpsc::Receiver<Bytes>,
+) {
     let Some(conn) = shard.connection(id) else {
         drop(out);
         return;
     };
-    let (feed_tx, feed_rx) = mpsc::unbounded_channel();
-    FEEDS.with(|f| f.borrow_mut().insert(id, feed_tx));
-    tokio::task::spawn_local(remote(shard.clone(), conn, out, feed_rx));
+    tokio::task::spawn_local(remote(shard.clone(), conn, out, feed));
 }
 
 /// The connection's side of a relayed socket.
@@ -182,7 +174,7 @@ async fn remote(
     shard: Rc<Shard>,
     conn: Rc<Connection>,
     out: mpsc::Sender<Out>,
-    mut feed: mpsc::UnboundedReceiver<Bytes>,
+    mut feed: mpsc::Receiver<Bytes>,
 ) {
     // The previous transport lets go first (it was asked to when the reconnect arrived).
     poll_fn(|cx| {
@@ -213,8 +205,11 @@ async fn remote(
     }
     let mut session = Session::resumed(shard.clone(), conn.clone());
     loop {
+        // As on a direct socket: the client's next piece waits while its own queue is backed
+        // up (the branch below drains it) or the node's input budget is spent.
+        let readable = inflow::gate(&shard, &conn, session.has_partial()).is_ok();
         tokio::select! {
-            payload = feed.recv() => match payload {
+            payload = feed.recv(), if readable => match payload {
                 Some(payload) => {
                     conn.touch_received(shard.coarse_now());
                     shard.metrics.bytes_in(payload.len());
@@ -230,14 +225,17 @@ async fn remote(
             },
             _ = poll_fn(|cx| {
                 conn.register(cx.waker());
-                if conn.is_superseded() || conn.is_closing() || (conn.has_queued() && !conn.replay_full()) {
+                let wake = conn.is_superseded()
+                    || conn.is_closing()
+                    || (conn.has_queued() && !conn.replay_full())
+                    || (!readable && inflow::gate(&shard, &conn, session.has_partial()).is_ok());
+                if wake {
                     Poll::Ready(())
                 } else {
                     Poll::Pending
                 }
             }) => {
                 if conn.is_superseded() {
-                    gone(conn.id);
                     conn.disconnect(Instant::now());
                     let _ = out.send(Out::Drop).await;
                     return;
@@ -254,16 +252,18 @@ async fn remote(
                     }
                     tail.extend_from_slice(&frame::encode_close(reason.websocket_code(), ""));
                     let _ = out.send(Out::Close(Bytes::from(tail))).await;
-                    gone(conn.id);
                     shard.detach(&conn, &reason, None).await;
                     return;
+                }
+                if !conn.has_queued() || conn.replay_full() {
+                    // Woken to read again, not to write.
+                    continue;
                 }
                 let mut batch = Vec::new();
                 for item in take_queued(&shard, &conn) {
                     batch.extend_from_slice(&item);
                 }
                 if out.send(Out::Data(Bytes::from(batch))).await.is_err() {
-                    gone(conn.id);
                     conn.disconnect(Instant::now());
                     return;
                 }
