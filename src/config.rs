@@ -174,9 +174,10 @@ pub struct ConnectionsConfig {
     pub send_timeout_ms: u64,
     pub max_message_bytes: usize,
     pub outbound_queue_bytes: usize,
-    /// Reading from a client pauses while its own queue holds more than this …
+    /// Reading from a client pauses while its own queue holds more than this (0: half of
+    /// `outbound_queue_bytes`) …
     pub outbound_high_watermark_bytes: usize,
-    /// … and resumes once it holds at most this.
+    /// … and resumes once it holds at most this (0: a quarter of `outbound_queue_bytes`).
     pub outbound_low_watermark_bytes: usize,
     /// Bytes of unfinished hub messages the node holds for all its clients together.
     pub input_budget_bytes: usize,
@@ -201,8 +202,8 @@ impl Default for ConnectionsConfig {
             send_timeout_ms: 10_000,
             max_message_bytes: 32 * 1024,
             outbound_queue_bytes: 1024 * 1024,
-            outbound_high_watermark_bytes: 512 * 1024,
-            outbound_low_watermark_bytes: 256 * 1024,
+            outbound_high_watermark_bytes: 0,
+            outbound_low_watermark_bytes: 0,
             input_budget_bytes: 64 * 1024 * 1024,
             max_groups_per_connection: 1000,
             max_groups_per_user: 1000,
@@ -210,6 +211,24 @@ impl Default for ConnectionsConfig {
             long_poll_timeout_ms: 90_000,
             stateful_reconnect: true,
             stateful_reconnect_buffer_bytes: 100_000,
+        }
+    }
+}
+
+impl ConnectionsConfig {
+    /// The queue size above which reading from a client pauses.
+    pub fn high_watermark(&self) -> usize {
+        match self.outbound_high_watermark_bytes {
+            0 => self.outbound_queue_bytes / 2,
+            n => n,
+        }
+    }
+
+    /// The queue size at or below which reading resumes.
+    pub fn low_watermark(&self) -> usize {
+        match self.outbound_low_watermark_bytes {
+            0 => self.high_watermark().min(self.outbound_queue_bytes / 4),
+            n => n,
         }
     }
 }
@@ -645,13 +664,13 @@ impl Config {
         if c.max_message_bytes < 256 {
             return Err(invalid("connections.max_message_bytes", "at least 256"));
         }
-        if c.outbound_low_watermark_bytes >= c.outbound_high_watermark_bytes {
+        if c.low_watermark() >= c.high_watermark() {
             return Err(invalid(
                 "connections.outbound_low_watermark_bytes",
                 "must be below connections.outbound_high_watermark_bytes",
             ));
         }
-        if c.outbound_high_watermark_bytes > c.outbound_queue_bytes {
+        if c.high_watermark() > c.outbound_queue_bytes {
             return Err(invalid(
                 "connections.outbound_high_watermark_bytes",
                 "at most connections.outbound_queue_bytes (the queue is cut at that size)",

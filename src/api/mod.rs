@@ -261,6 +261,11 @@ pub async fn handle(
                     }
                 },
             };
+            if until.is_some() {
+                shard
+                    .user_group_allowed(hub.id, &user, &group)
+                    .map_err(HttpFault::MembershipLimit)?;
+            }
             if let Some(cluster) = &shard.node.cluster {
                 let until_ms = until.map(|until| {
                     let left = until.saturating_duration_since(Instant::now());

@@ -68,8 +68,10 @@ impl HubIndex {
                 }
                 None => Vec::new(),
             };
+            // All of them, whatever the connection's own limit: the REST API bounds these
+            // per user instead (`connections.max_groups_per_user`).
             for group in groups {
-                let _ = self.join(conn, &group);
+                let _ = self.join_within(conn, &group, usize::MAX);
             }
         }
     }
@@ -85,8 +87,14 @@ impl HubIndex {
         }
     }
 
+    /// The connection joins `group`, unless it is in as many groups as a connection may
+    /// join itself.
     pub fn join(&mut self, conn: &Rc<Connection>, group: &Arc<str>) -> Joined {
-        let joined = conn.add_group(group, self.max_groups);
+        self.join_within(conn, group, self.max_groups)
+    }
+
+    fn join_within(&mut self, conn: &Rc<Connection>, group: &Arc<str>, max: usize) -> Joined {
+        let joined = conn.add_group(group, max);
         if joined == Joined::Added {
             self.groups
                 .entry(group.clone())
@@ -174,8 +182,31 @@ impl HubIndex {
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default();
         for conn in conns {
-            let _ = self.join(&conn, group);
+            let _ = self.join_within(&conn, group, usize::MAX);
         }
+    }
+
+    /// Whether `user` may be recorded in `group` (a membership that outlives its connections)
+    /// without passing `per_user` such memberships: a renewal always may. Expired records do
+    /// not count.
+    pub fn user_group_allowed(&self, user: &str, group: &str, per_user: usize, now: Instant) -> bool {
+        let Some(groups) = self.user_groups.get(user) else {
+            return per_user > 0;
+        };
+        groups.contains_key(group)
+            || groups.values().filter(|until| **until > now).count() < per_user
+    }
+
+    /// Whether a record of `user` in `group` is held (expired or not).
+    pub fn has_user_group_record(&self, user: &str, group: &str) -> bool {
+        self.user_groups
+            .get(user)
+            .is_some_and(|groups| groups.contains_key(group))
+    }
+
+    /// User-group records held, expired ones not yet purged included.
+    pub fn user_group_records(&self) -> usize {
+        self.user_groups.values().map(HashMap::len).sum()
     }
 
     pub fn remove_user_from_group(&mut self, user: &str, group: &str) {
@@ -250,6 +281,11 @@ impl ShardIndex {
         for hub in &mut self.hubs {
             hub.purge(now);
         }
+    }
+
+    /// User-group records of every hub.
+    pub fn user_group_records(&self) -> usize {
+        self.hubs.iter().map(HubIndex::user_group_records).sum()
     }
 }
 

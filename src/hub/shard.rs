@@ -442,6 +442,43 @@ impl Shard {
         }
     }
 
+    /// Whether `user` may be put in `group` of `hub` for longer than its present connections
+    /// (the REST API's user-group call), within `connections.max_groups_per_user` and
+    /// `max_user_group_memberships`; the error says which limit it would pass. Every shard
+    /// holds the same records, so this one's (after what other shards handed it) decide.
+    pub fn user_group_allowed(
+        self: &Rc<Self>,
+        hub: super::HubId,
+        user: &str,
+        group: &str,
+    ) -> Result<(), String> {
+        self.catch_up();
+        let c = &self.node.config.connections;
+        let now = Instant::now();
+        let mut state = self.state.borrow_mut();
+        if !state
+            .index
+            .hub(hub)
+            .user_group_allowed(user, group, c.max_groups_per_user, now)
+        {
+            return Err(format!(
+                "User '{user}' is already in {} groups, the most connections.max_groups_per_user allows.",
+                c.max_groups_per_user
+            ));
+        }
+        let renewal = state.index.hub(hub).has_user_group_record(user, group);
+        if !renewal && state.index.user_group_records() >= c.max_user_group_memberships {
+            state.index.purge(now);
+            if state.index.user_group_records() >= c.max_user_group_memberships {
+                return Err(format!(
+                    "Herald already holds {} user-group memberships, the most connections.max_user_group_memberships allows.",
+                    c.max_user_group_memberships
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Sends `msg` to the shard that owns connection `id`; false if no shard does.
     pub async fn to_owner(self: &Rc<Self>, id: ConnectionId, msg: ShardMsg) -> bool {
         match self.node.registry.locate(id) {

@@ -26,8 +26,8 @@ pub fn gate(shard: &Shard, conn: &Connection, has_partial: bool) -> Result<(), P
     // Acks are read: reading must go on.
     let outbound = !conn.replay_full()
         && match paused {
-            Some((Pause::Outbound, _)) => queued > limits.outbound_low_watermark_bytes,
-            _ => queued > limits.outbound_high_watermark_bytes,
+            Some((Pause::Outbound, _)) => queued > limits.low_watermark(),
+            _ => queued > limits.high_watermark(),
         };
     let now = shard.coarse_now();
     let wanted = if outbound {
