@@ -6,6 +6,8 @@ mod support;
 
 #[path = "integration/auth.rs"]
 mod auth;
+#[path = "integration/backpressure.rs"]
+mod backpressure;
 #[path = "integration/bad_input.rs"]
 mod bad_input;
 #[path = "integration/chat.rs"]
@@ -22,6 +24,8 @@ mod limits;
 mod msgpack;
 #[path = "integration/polling.rs"]
 mod polling;
+#[path = "integration/presence.rs"]
+mod presence;
 #[path = "integration/reconnect.rs"]
 mod reconnect;
 #[path = "integration/rest.rs"]

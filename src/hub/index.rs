@@ -189,7 +189,13 @@ impl HubIndex {
     /// Whether `user` may be recorded in `group` (a membership that outlives its connections)
     /// without passing `per_user` such memberships: a renewal always may. Expired records do
     /// not count.
-    pub fn user_group_allowed(&self, user: &str, group: &str, per_user: usize, now: Instant) -> bool {
+    pub fn user_group_allowed(
+        &self,
+        user: &str,
+        group: &str,
+        per_user: usize,
+        now: Instant,
+    ) -> bool {
         let Some(groups) = self.user_groups.get(user) else {
             return per_user > 0;
         };

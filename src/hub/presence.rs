@@ -73,7 +73,10 @@ impl PresenceDef {
 
     /// Whether joins and leaves are gathered and sent on a timer (`batched`, `count`).
     pub fn is_periodic(&self) -> bool {
-        matches!(self, PresenceDef::Batched { .. } | PresenceDef::Count { .. })
+        matches!(
+            self,
+            PresenceDef::Batched { .. } | PresenceDef::Count { .. }
+        )
     }
 }
 
@@ -345,6 +348,9 @@ mod tests {
             changes: None,
             count: 7,
         };
-        assert_eq!(count.to_value(), Value::Map(vec![("count".into(), Value::Int(7))]));
+        assert_eq!(
+            count.to_value(),
+            Value::Map(vec![("count".into(), Value::Int(7))])
+        );
     }
 }

@@ -197,7 +197,8 @@ impl Shard {
                 .await;
             }
             PresenceDef::Batched { .. } | PresenceDef::Count { .. } => {
-                self.node.presence_left(conn.hub, conn.id, conn.user.clone());
+                self.node
+                    .presence_left(conn.hub, conn.id, conn.user.clone());
             }
             PresenceDef::Off => {}
         }

@@ -12,6 +12,7 @@
 
 use std::future::poll_fn;
 use std::task::Poll;
+use std::time::Instant;
 
 pub use crate::hub::connection::Pause;
 use crate::hub::{Connection, Shard};
@@ -29,7 +30,6 @@ pub fn gate(shard: &Shard, conn: &Connection, has_partial: bool) -> Result<(), P
             Some((Pause::Outbound, _)) => queued > limits.low_watermark(),
             _ => queued > limits.high_watermark(),
         };
-    let now = shard.coarse_now();
     let wanted = if outbound {
         Some(Pause::Outbound)
     } else if has_partial && shard.node.input.is_over() {
@@ -37,10 +37,14 @@ pub fn gate(shard: &Shard, conn: &Connection, has_partial: bool) -> Result<(), P
     } else {
         None
     };
+    // Pauses are rare: their start and end are timed precisely, not by the shard's tick.
     match (paused, wanted) {
         (None, None) => Ok(()),
         (Some((was, since)), None) => {
-            shard.metrics.input_resumed(was, now.saturating_duration_since(since));
+            let now = Instant::now();
+            shard
+                .metrics
+                .input_resumed(was, now.saturating_duration_since(since));
             conn.set_input_paused(None);
             if was == Pause::Outbound {
                 // Herald held the client's bytes back; its silence meanwhile was not its own.
@@ -50,8 +54,11 @@ pub fn gate(shard: &Shard, conn: &Connection, has_partial: bool) -> Result<(), P
         }
         (Some((was, _)), Some(why)) if was == why => Err(why),
         (previous, Some(why)) => {
+            let now = Instant::now();
             if let Some((was, since)) = previous {
-                shard.metrics.input_resumed(was, now.saturating_duration_since(since));
+                shard
+                    .metrics
+                    .input_resumed(was, now.saturating_duration_since(since));
             }
             shard.metrics.input_paused(why);
             conn.set_input_paused(Some((why, now)));

@@ -3,7 +3,7 @@
 //!
 //! The nodes alternate I/O backends (epoll, io_uring, epoll), so every cluster test runs both.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -14,6 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::polling::{read_until, send};
+use crate::presence::{Heard, hear_until};
 use crate::support::{Client, RS, Server, TempDir, connection_token, http, metric, post, rest};
 
 const V: &str = "api-version=2022-06-01";
@@ -231,9 +232,24 @@ fn cluster_with(redis: &[&Redis], n: usize, node_timeout_ms: u64) -> Vec<Server>
 
 /// Starts `n` nodes on the Redis URLs given.
 fn cluster_on(urls: &[String], n: usize, node_timeout_ms: u64) -> Vec<Server> {
+    cluster_env(urls, n, node_timeout_ms, &[])
+}
+
+/// Starts `n` nodes on the Redis URLs given, with extra environment settings.
+fn cluster_env(
+    urls: &[String],
+    n: usize,
+    node_timeout_ms: u64,
+    extra: &[(&str, &str)],
+) -> Vec<Server> {
     (0..n)
         .map(|i| {
-            Server::builder(if i % 2 == 1 { "uring" } else { "epoll" })
+            extra
+                .iter()
+                .fold(
+                    Server::builder(if i % 2 == 1 { "uring" } else { "epoll" }),
+                    |b, (k, v)| b.env(k, v),
+                )
                 .env("HERALD_CLUSTER_BACKPLANE", "redis")
                 .env("HERALD_CLUSTER_REDIS_URLS", &urls.join(","))
                 .env("HERALD_CLUSTER_NODE_ID", &format!("node-{i}"))
@@ -812,6 +828,45 @@ async fn a_node_that_stops_says_goodbye() {
     assert_eq!(Value::from(args), json!([bob.connection_id, "bob", 1]));
     assert!(started.elapsed() < Duration::from_secs(20));
     counts(&nodes[..1], &mut [&mut alice], 1).await;
+}
+
+/// `batched` presence over two nodes: each node tells its own members of joins and leaves
+/// anywhere in the cluster, with the cluster's count, and nothing but the directory crosses
+/// Redis for it; a node that stops takes its members with it in the next batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_presence_is_cluster_wide() {
+    let redis = Redis::start();
+    let mut nodes = cluster_env(
+        &[redis.url()],
+        2,
+        30_000,
+        &[
+            ("HERALD_HUBS_CHAT_PRESENCE", "batched"),
+            ("HERALD_HUBS_CHAT_PRESENCE_INTERVAL_MS", "200"),
+        ],
+    );
+    let mut a = Client::connect(&nodes[0]).await;
+    let mut heard_a = Heard::default();
+    hear_until(&mut a, &mut heard_a, |h| h.count == 1).await;
+    let mut b1 = Client::connect(&nodes[1]).await;
+    let b2 = Client::connect(&nodes[1]).await;
+    let ids = HashSet::from([b1.connection_id.clone(), b2.connection_id.clone()]);
+    hear_until(&mut a, &mut heard_a, |h| {
+        h.count == 3 && ids.is_subset(&h.joined)
+    })
+    .await;
+    let mut heard_b = Heard::default();
+    hear_until(&mut b1, &mut heard_b, |h| h.count == 3).await;
+    // A leave on node 1 reaches node 0's member.
+    let gone = b2.connection_id.clone();
+    drop(b2);
+    hear_until(&mut a, &mut heard_a, |h| h.count == 2).await;
+    assert!(heard_a.left.contains(&gone));
+    // Node 1 stops: its remaining member leaves in a's next batch.
+    let status = nodes[1].terminate(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    hear_until(&mut a, &mut heard_a, |h| h.count == 1).await;
+    assert!(heard_a.left.contains(&b1.connection_id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -548,12 +548,19 @@ mod tests {
         stream.extend_from_slice(&encode(OpCode::Binary, &[1u8; 300]));
         for split in 0..=stream.len() {
             let got = whole(Role::Client, &[&stream[..split], &stream[split..]]).unwrap();
-            assert_eq!(got, vec![message(b"Hello"), message(&[1u8; 300])], "split {split}");
+            assert_eq!(
+                got,
+                vec![message(b"Hello"), message(&[1u8; 300])],
+                "split {split}"
+            );
         }
         let masked = encode_masked(OpCode::Text, b"x", M);
         assert_eq!(whole(Role::Client, &[&masked]), Err(FrameError::Masked));
         // And a server reads what a client encodes.
-        assert_eq!(whole(Role::Server, &[&masked]).unwrap(), vec![message(b"x")]);
+        assert_eq!(
+            whole(Role::Server, &[&masked]).unwrap(),
+            vec![message(b"x")]
+        );
     }
 
     #[test]

@@ -27,8 +27,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use self::frame::{Decoder, Event, OpCode};
 use super::endpoint::{self, Accepted};
-use super::inflow;
 use super::http::{Body, empty};
+use super::inflow;
 use super::session::Session;
 use super::writer::poll_write_queue;
 use crate::fault::{CloseReason, HttpFault};
@@ -196,7 +196,15 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         if events.is_empty() {
             let partial = session.has_partial();
             match poll_fn(|cx| {
-                poll_step(cx, &shard, &conn, &mut io, &mut decoder, &mut events, partial)
+                poll_step(
+                    cx,
+                    &shard,
+                    &conn,
+                    &mut io,
+                    &mut decoder,
+                    &mut events,
+                    partial,
+                )
             })
             .await
             {
