@@ -179,6 +179,8 @@ pub struct ConnectionsConfig {
     pub outbound_high_watermark_bytes: usize,
     /// … and resumes once it holds at most this (0: a quarter of `outbound_queue_bytes`).
     pub outbound_low_watermark_bytes: usize,
+    /// Longest a publisher is held back while recipients in its hub are backed up.
+    pub recipient_wait_ms: u64,
     /// Bytes of unfinished hub messages the node holds for all its clients together.
     pub input_budget_bytes: usize,
     pub max_groups_per_connection: usize,
@@ -204,6 +206,7 @@ impl Default for ConnectionsConfig {
             outbound_queue_bytes: 1024 * 1024,
             outbound_high_watermark_bytes: 0,
             outbound_low_watermark_bytes: 0,
+            recipient_wait_ms: 5000,
             input_budget_bytes: 64 * 1024 * 1024,
             max_groups_per_connection: 1000,
             max_groups_per_user: 1000,
@@ -674,6 +677,12 @@ impl Config {
             return Err(invalid(
                 "connections.outbound_high_watermark_bytes",
                 "at most connections.outbound_queue_bytes (the queue is cut at that size)",
+            ));
+        }
+        if c.recipient_wait_ms > 60_000 {
+            return Err(invalid(
+                "connections.recipient_wait_ms",
+                "at most 60,000 ms (0 lets publishers go on at once)",
             ));
         }
         if c.input_budget_bytes < c.max_message_bytes {

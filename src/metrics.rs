@@ -398,8 +398,8 @@ impl Snapshot {
             "herald_input_pauses_total",
             "counter",
             "Times Herald stopped reading from a client, by reason: its own outbound queue above \
-             the high watermark (outbound), or the node's budget for unfinished messages spent \
-             (input_budget).",
+             the high watermark (outbound), the node's budget for unfinished messages spent \
+             (input_budget), or recipients of what it published backed up (recipients).",
         );
         for why in Pause::ALL {
             let _ = writeln!(
@@ -519,8 +519,8 @@ mod tests {
         b.record(Latency::Handshake, 3000);
         a.input_paused(Pause::Outbound);
         a.input_resumed(Pause::Outbound, std::time::Duration::from_millis(1500));
-        let mut snap = a.snapshot(vec![2], [1, 0]);
-        snap.merge(&b.snapshot(vec![3], [0, 2]));
+        let mut snap = a.snapshot(vec![2], [1, 0, 0]);
+        snap.merge(&b.snapshot(vec![3], [0, 2, 0]));
         let text = snap.render(&hubs, "epoll", 2, 1.0);
         assert!(
             text.contains("herald_messages_received_total{hub=\"chat\"} 2"),

@@ -19,6 +19,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::rc::Rc;
 
 use super::definition::HubId;
+use super::node::Pressure;
 use super::outgoing::Encoded;
 use crate::fault::CloseReason;
 use crate::protocol::Protocol;
@@ -255,22 +256,33 @@ pub enum Pause {
     Outbound,
     /// The node's budget for unfinished messages is spent, and it holds one.
     Budget,
+    /// It publishes, and recipients in its hub are backed up (for a bounded time).
+    Recipients,
 }
 
 impl Pause {
-    pub const ALL: [Pause; 2] = [Pause::Outbound, Pause::Budget];
+    pub const ALL: [Pause; 3] = [Pause::Outbound, Pause::Budget, Pause::Recipients];
 
     /// The label in metrics.
     pub fn name(self) -> &'static str {
         match self {
             Pause::Outbound => "outbound",
             Pause::Budget => "input_budget",
+            Pause::Recipients => "recipients",
         }
     }
 
     pub fn index(self) -> usize {
         self as usize
     }
+}
+
+/// How a connection's queue counts toward its hub's [`Pressure`]: backed up above `high`,
+/// drained at `low`.
+struct Watch {
+    pressure: Arc<Pressure>,
+    high: usize,
+    low: usize,
 }
 
 /// What a join did.
@@ -304,6 +316,14 @@ pub struct Connection {
     input_waker: Cell<Option<Waker>>,
     /// Reading from the client is paused, why and since when.
     input_paused: Cell<Option<(Pause, Instant)>>,
+    /// Set once the connection is on a shard: how its queue counts toward its hub's pressure.
+    watch: std::cell::OnceCell<Watch>,
+    /// The queue is backed up (above the high watermark, not yet down to the low one).
+    backed_up: Cell<bool>,
+    /// It published since Herald last looked (it may have to wait for its recipients).
+    published: Cell<bool>,
+    /// It waited the longest allowed for backed-up recipients: it goes on until none is.
+    pressure_exempt: Cell<bool>,
     groups: RefCell<std::collections::HashSet<Arc<str>>>,
     /// Leaves without a `left` event (the whole hub is being closed).
     silent: Cell<bool>,
@@ -354,6 +374,10 @@ impl Connection {
             waker: Cell::new(None),
             input_waker: Cell::new(None),
             input_paused: Cell::new(None),
+            watch: std::cell::OnceCell::new(),
+            backed_up: Cell::new(false),
+            published: Cell::new(false),
+            pressure_exempt: Cell::new(false),
             groups: RefCell::new(Default::default()),
             silent: Cell::new(false),
             opened: Cell::new(false),
@@ -593,16 +617,83 @@ impl Connection {
         }
         let was_empty = out.queue.is_empty();
         out.bytes += bytes.len();
+        let queued = out.bytes;
         out.queue.push_back(Queued {
             bytes,
             published,
             trackable,
         });
         drop(out);
+        self.track_backlog(queued);
         if was_empty {
             self.wake();
         }
         Ok(())
+    }
+
+    /// Joins its hub's pressure: from now on a backed-up queue holds back the hub's
+    /// publishers. `high` and `low` are the watermarks.
+    pub fn watch(&self, pressure: Arc<Pressure>, high: usize, low: usize) {
+        let _ = self.watch.set(Watch {
+            pressure,
+            high,
+            low,
+        });
+        self.track_backlog(self.queued_bytes());
+    }
+
+    /// Notes whether the queue, now `queued` bytes, is backed up.
+    fn track_backlog(&self, queued: usize) {
+        let Some(watch) = self.watch.get() else {
+            return;
+        };
+        let closing = self.close.borrow().is_some();
+        let backed_up = self.backed_up.get();
+        if !backed_up && queued > watch.high && !closing {
+            self.backed_up.set(true);
+            watch.pressure.rise();
+        } else if backed_up && (queued <= watch.low || closing) {
+            self.backed_up.set(false);
+            watch.pressure.fall();
+        }
+    }
+
+    /// Whether the queue is backed up: above the high watermark, and not yet drained to the
+    /// low one.
+    pub fn is_backed_up(&self) -> bool {
+        self.backed_up.get()
+    }
+
+    /// Backed-up connections of the hub other than this one.
+    pub fn others_backed_up(&self) -> usize {
+        self.watch.get().map_or(0, |w| {
+            w.pressure.backed_up() - usize::from(self.backed_up.get())
+        })
+    }
+
+    /// Wakes this connection's reader when a backed-up connection of the hub drains.
+    pub fn wait_for_recipients(&self, waker: &Waker) {
+        if let Some(w) = self.watch.get() {
+            w.pressure.wait(waker);
+        }
+    }
+
+    /// The connection published to other connections.
+    pub fn mark_published(&self) {
+        self.published.set(true);
+    }
+
+    /// Whether it published since the last call.
+    pub fn take_published(&self) -> bool {
+        self.published.replace(false)
+    }
+
+    pub fn pressure_exempt(&self) -> bool {
+        self.pressure_exempt.get()
+    }
+
+    pub fn set_pressure_exempt(&self, exempt: bool) {
+        self.pressure_exempt.set(exempt);
     }
 
     /// Asks the transport to close the connection. The first reason wins. Unless the reason
@@ -637,6 +728,8 @@ impl Connection {
                 out.queue.push_back(front);
             }
         }
+        // A closing connection holds nobody back.
+        self.track_backlog(0);
         self.wake();
     }
 
@@ -722,9 +815,11 @@ impl Connection {
                 n = 0;
             }
         }
+        let queued = out.bytes;
         drop(out);
         if drained.bytes > 0 {
             self.last_sent.set(now);
+            self.track_backlog(queued);
             if self.input_paused.get().is_some() {
                 self.wake_reader();
             }
@@ -833,6 +928,16 @@ impl Connection {
 
     pub fn is_silent(&self) -> bool {
         self.silent.get()
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.backed_up.get()
+            && let Some(watch) = self.watch.get()
+        {
+            watch.pressure.fall();
+        }
     }
 }
 

@@ -137,6 +137,10 @@ async fn invoke(
         message: Outgoing::new(client_method.clone(), args),
         created: Instant::now(),
     };
+    if action.sends() {
+        // Its input may now wait for recipients that are behind (`transport::inflow`).
+        conn.mark_published();
+    }
     match action {
         Action::Broadcast => {
             shard.publish(publish(Target::All, args)).await;

@@ -351,6 +351,45 @@ impl InputBudget {
     }
 }
 
+/// One hub's connections whose outbound queue is backed up — above
+/// `connections.outbound_high_watermark_bytes`, until it drains to the low watermark — and the
+/// publishers holding back for them. Shared by every shard: a recipient on one shard slows a
+/// publisher on another.
+#[derive(Default)]
+pub struct Pressure {
+    backed_up: AtomicUsize,
+    waiters: Mutex<Vec<std::task::Waker>>,
+}
+
+impl Pressure {
+    /// A connection's queue backed up.
+    pub fn rise(&self) {
+        self.backed_up.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection's queue drained (or it closed): the publishers waiting look again.
+    pub fn fall(&self) {
+        self.backed_up.fetch_sub(1, Ordering::Relaxed);
+        let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    /// Connections of the hub backed up now.
+    pub fn backed_up(&self) -> usize {
+        self.backed_up.load(Ordering::Relaxed)
+    }
+
+    /// Wakes `waker` at the next fall.
+    pub fn wait(&self, waker: &std::task::Waker) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if !waiters.iter().any(|w| w.will_wake(waker)) {
+            waiters.push(waker.clone());
+        }
+    }
+}
+
 /// The keys derived from the configured access key.
 pub struct Keys {
     /// Signs and verifies access tokens (JWT HS256), as Azure SignalR does.
@@ -383,6 +422,8 @@ pub struct Node {
     presence: Box<[Mutex<super::presence::Batch>]>,
     /// Unfinished hub messages held for every connection.
     pub input: InputBudget,
+    /// Per hub: recipients backed up, for their publishers.
+    pressure: Box<[Arc<Pressure>]>,
     shutdown: watch::Sender<bool>,
     pub started: Instant,
     /// "uring" or "epoll", for the logs and /metrics.
@@ -431,6 +472,7 @@ impl Node {
                 })
                 .collect(),
             input: InputBudget::new(config.connections.input_budget_bytes),
+            pressure: (0..hubs.len()).map(|_| Arc::default()).collect(),
             shutdown: watch::channel(false).0,
             started: Instant::now(),
             config: Arc::new(config),
@@ -463,6 +505,11 @@ impl Node {
         self.counts[hub as usize].fetch_add(delta, Ordering::Relaxed)
             + delta
             + self.remote_count(hub)
+    }
+
+    /// Hub `hub`'s backed-up recipients.
+    pub fn pressure(&self, hub: HubId) -> &Arc<Pressure> {
+        &self.pressure[hub as usize]
     }
 
     /// The joins and leaves waiting for hub `hub`'s next periodic presence message.

@@ -103,6 +103,12 @@ impl Shard {
 
     /// Takes a new connection (still handshaking) onto this shard.
     pub fn attach(&self, conn: Rc<Connection>) {
+        let c = &self.node.config.connections;
+        conn.watch(
+            self.node.pressure(conn.hub).clone(),
+            c.high_watermark(),
+            c.low_watermark(),
+        );
         self.state.borrow_mut().conns.insert(conn.id, conn);
     }
 
@@ -641,6 +647,7 @@ impl Shard {
             self.clock.set(now);
             let conns: Vec<Rc<Connection>> = self.state.borrow().conns.values().cloned().collect();
             self.resume_budget_paused(&conns);
+            self.resume_recipient_waits(&conns);
             let disconnect_timeout = Duration::from_millis(c.disconnect_timeout_ms);
             for conn in conns {
                 // Stateful reconnect: a connection without a transport waits for its client
@@ -723,6 +730,16 @@ impl Shard {
         paused.sort_by_key(|(since, _)| *since);
         for (_, conn) in paused {
             conn.wake_input();
+        }
+    }
+
+    /// Wakes this shard's connections waiting for backed-up recipients, so that one waiting
+    /// past `connections.recipient_wait_ms` goes on.
+    fn resume_recipient_waits(&self, conns: &[Rc<Connection>]) {
+        for conn in conns {
+            if matches!(conn.input_paused(), Some((Pause::Recipients, _))) {
+                conn.wake_input();
+            }
         }
     }
 }

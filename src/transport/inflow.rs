@@ -4,15 +4,18 @@
 //! read, the next piece of a POST body): may it? Not while the client's own outbound queue is
 //! above `connections.outbound_high_watermark_bytes` — what it asks for (an echo, a broadcast
 //! that includes it) would only grow that queue — until the queue drains below
-//! `outbound_low_watermark_bytes`; and not while the node holds more than
-//! `connections.input_budget_bytes` of unfinished messages and this client holds one of them.
-//! Not reading lets TCP push back on the client, which slows down instead of being cut. The
-//! slow-consumer cut stays for a client that does not read at all while others publish to it:
-//! a publish never waits for one recipient.
+//! `outbound_low_watermark_bytes`; not while the node holds more than
+//! `connections.input_budget_bytes` of unfinished messages and this client holds one of them;
+//! and, when it has just published, not while other connections of its hub are backed up —
+//! on any shard — for at most `connections.recipient_wait_ms`, so a burst goes out at the
+//! pace its recipients take it (a long-polling recipient can hold only its queue between two
+//! polls). Not reading lets TCP push back on the client, which slows down instead of being
+//! cut. The slow-consumer cut stays for a client that does not read at all while others
+//! publish to it: a publisher waits for it a bounded time, and no delivery ever waits.
 
 use std::future::poll_fn;
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use crate::hub::connection::Pause;
 use crate::hub::{Connection, Shard};
@@ -20,23 +23,8 @@ use crate::hub::{Connection, Shard};
 /// Whether Herald may read from `conn` now; `has_partial` says whether its session holds an
 /// unfinished message. Records pauses and resumptions (and their duration) in the metrics.
 pub fn gate(shard: &Shard, conn: &Connection, has_partial: bool) -> Result<(), Pause> {
-    let limits = &shard.node.config.connections;
-    let queued = conn.queued_bytes();
     let paused = conn.input_paused();
-    // With stateful reconnect's replay buffer full, nothing is written until the client's
-    // Acks are read: reading must go on.
-    let outbound = !conn.replay_full()
-        && match paused {
-            Some((Pause::Outbound, _)) => queued > limits.low_watermark(),
-            _ => queued > limits.high_watermark(),
-        };
-    let wanted = if outbound {
-        Some(Pause::Outbound)
-    } else if has_partial && shard.node.input.is_over() {
-        Some(Pause::Budget)
-    } else {
-        None
-    };
+    let wanted = wanted(shard, conn, has_partial, paused);
     // Pauses are rare: their start and end are timed precisely, not by the shard's tick.
     match (paused, wanted) {
         (None, None) => Ok(()),
@@ -46,7 +34,7 @@ pub fn gate(shard: &Shard, conn: &Connection, has_partial: bool) -> Result<(), P
                 .metrics
                 .input_resumed(was, now.saturating_duration_since(since));
             conn.set_input_paused(None);
-            if was == Pause::Outbound {
+            if was != Pause::Budget {
                 // Herald held the client's bytes back; its silence meanwhile was not its own.
                 conn.touch_received(now);
             }
@@ -67,6 +55,47 @@ pub fn gate(shard: &Shard, conn: &Connection, has_partial: bool) -> Result<(), P
     }
 }
 
+/// Why reading from `conn` should be paused now, if it should.
+fn wanted(
+    shard: &Shard,
+    conn: &Connection,
+    has_partial: bool,
+    paused: Option<(Pause, Instant)>,
+) -> Option<Pause> {
+    // With stateful reconnect's replay buffer full, nothing is written until the client's
+    // Acks are read: reading must go on.
+    if conn.is_backed_up() && !conn.replay_full() {
+        return Some(Pause::Outbound);
+    }
+    if has_partial && shard.node.input.is_over() {
+        return Some(Pause::Budget);
+    }
+    // A publisher whose recipients are behind waits for them — for a while: one that never
+    // reads is cut as a slow consumer, and must not hold the publisher for ever.
+    let wait = Duration::from_millis(shard.node.config.connections.recipient_wait_ms);
+    let published = conn.take_published();
+    if wait.is_zero() {
+        return None;
+    }
+    let others = conn.others_backed_up();
+    if others == 0 {
+        conn.set_pressure_exempt(false);
+        return None;
+    }
+    match paused {
+        Some((Pause::Recipients, since)) => {
+            if since.elapsed() >= wait {
+                conn.set_pressure_exempt(true);
+                None
+            } else {
+                Some(Pause::Recipients)
+            }
+        }
+        _ if published && !conn.pressure_exempt() => Some(Pause::Recipients),
+        _ => None,
+    }
+}
+
 /// Waits until Herald may read from `conn` again (for transports whose reading is a future,
 /// such as a POST body); `Err` if the connection closes meanwhile.
 pub async fn readable(shard: &Shard, conn: &Connection, has_partial: bool) -> Result<(), ()> {
@@ -76,8 +105,11 @@ pub async fn readable(shard: &Shard, conn: &Connection, has_partial: bool) -> Re
         }
         match gate(shard, conn, has_partial) {
             Ok(()) => Poll::Ready(Ok(())),
-            Err(_) => {
+            Err(why) => {
                 conn.register_input(cx.waker());
+                if why == Pause::Recipients {
+                    conn.wait_for_recipients(cx.waker());
+                }
                 Poll::Pending
             }
         }

@@ -72,6 +72,40 @@ compat!(python_websockets_json, python, "json", "ws");
 compat!(python_websockets_messagepack, python, "msgpack", "ws");
 compat!(python_long_polling_json, python, "json", "lp");
 
+/// Declares one burst test per backend: the official JavaScript client's 400 sends of 20 KB,
+/// which it packs into one transport message.
+macro_rules! burst {
+    ($name:ident, $protocol:literal, $transport:literal) => {
+        async fn $name(io: &'static str) {
+            javascript_burst(io, $protocol, $transport).await
+        }
+        both_backends!($name);
+    };
+}
+
+burst!(javascript_burst_websockets_json, "json", "ws");
+burst!(javascript_burst_websockets_messagepack, "msgpack", "ws");
+burst!(javascript_burst_long_polling_json, "json", "lp");
+burst!(javascript_burst_server_sent_events_json, "json", "sse");
+
+async fn javascript_burst(io: &'static str, protocol: &'static str, transport: &'static str) {
+    let dir = compat_dir();
+    assert!(
+        dir.join("node_modules/@microsoft/signalr").exists(),
+        "@microsoft/signalr is not installed: run tests/run, or `npm ci` in tests/compat"
+    );
+    let server = server(io);
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join("burst.mjs"))
+        .arg(server.url(""))
+        .arg(transport)
+        .arg(protocol);
+    tokio::task::spawn_blocking(move || run(cmd, "@microsoft/signalr burst"))
+        .await
+        .unwrap();
+    drop(server);
+}
+
 async fn javascript(io: &'static str, protocol: &'static str, transport: &'static str) {
     let dir = compat_dir();
     assert!(

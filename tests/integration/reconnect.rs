@@ -246,7 +246,10 @@ async fn unacknowledged_messages_are_backpressure_then_a_close(io: &'static str)
     let mut client = Stateful::connect(&server).await;
     let text = "z".repeat(500);
     let mut close = None;
-    for _ in 0..100 {
+    // The watcher's publishes wait for the backed-up client a while
+    // (connections.recipient_wait_ms), then go on until it is cut.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
         watcher.send("Send", json!(["w", text])).await;
         while let Ok(Some(frame)) =
             tokio::time::timeout(Duration::from_millis(20), client.frame()).await

@@ -275,10 +275,14 @@ fn poll_step<S: AsyncRead + AsyncWrite + Unpin>(
     if conn.is_superseded() {
         return Poll::Ready(Step::Closed(CloseReason::ClientGone));
     }
-    if inflow::gate(shard, conn, partial).is_err() {
+    if let Err(why) = inflow::gate(shard, conn, partial) {
         // Woken as the queue drains (the write above registered the socket, or the queue's
-        // next change does) or when the node is back under its input budget.
+        // next change does), when the node is back under its input budget, or when a
+        // backed-up recipient drains (or the shard's timer says the wait is over).
         conn.register(cx.waker());
+        if why == inflow::Pause::Recipients {
+            conn.wait_for_recipients(cx.waker());
+        }
         return Poll::Pending;
     }
     for _ in 0..READS_PER_WAKE {
