@@ -38,6 +38,9 @@ enum Scenario {
     Groups,
     /// Invocation round trips (Echo), one outstanding call per connection.
     Echo,
+    /// N connections join at the connect rate; every one counts the presence messages it
+    /// receives and notes when it hears the final count: messages, server CPU, settle time.
+    Presence,
 }
 
 #[derive(Debug, Parser)]
@@ -89,6 +92,11 @@ struct Args {
     /// Message text size in bytes.
     #[arg(long, short = 's', default_value_t = 64)]
     size: usize,
+    /// Broadcast, groups: each publisher packs this many messages into one transport message
+    /// (one WebSocket message, one POST), as the official JavaScript client sends a burst of
+    /// `send`s; the rate still counts messages.
+    #[arg(long, default_value_t = 0)]
+    burst: usize,
     /// Seconds of traffic (connect: seconds to hold the connections).
     #[arg(long, short = 'd', default_value_t = 10.0)]
     duration: f64,
@@ -174,6 +182,7 @@ fn plan(args: &Args) -> Plan {
         Scenario::Broadcast => (Kind::Broadcast, args.connections),
         Scenario::Groups => (Kind::Groups, args.groups * args.group_size),
         Scenario::Echo => (Kind::Echo, args.connections),
+        Scenario::Presence => (Kind::Presence, args.connections),
     };
     // Without WebSockets a client holds two sockets: one to receive, one to send.
     let sockets = if args.mode.protocol().is_some() && args.transport != Transport::WebSockets {
@@ -203,6 +212,7 @@ fn plan(args: &Args) -> Plan {
         group_size: args.group_size.max(1),
         rate: args.rate,
         size: args.size,
+        burst: args.burst,
         duration_secs: args.duration,
         sources,
     }
@@ -402,6 +412,36 @@ fn main() -> ExitCode {
     }
 }
 
+/// The server's largest RSS while the run lasts, sampled every 50 ms.
+struct PeakRss {
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl PeakRss {
+    fn start(pid: u32) -> PeakRss {
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (p, s) = (peak.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if let Ok(sample) = ServerSample::read(pid) {
+                    p.fetch_max(sample.rss_bytes, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        PeakRss { peak, stop, thread }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
 /// The parent side: connect (itself or through workers), run, drain, report.
 fn lead(args: &Args) -> anyhow::Result<()> {
     let plan = plan(args);
@@ -418,6 +458,7 @@ fn lead(args: &Args) -> anyhow::Result<()> {
         bail!("Server-Sent Events carry text only: use --mode signalr-json");
     }
     let server_before_connect = args.server_pid.map(ServerSample::read).transpose()?;
+    let peak = args.server_pid.map(PeakRss::start);
     let connect_started = Instant::now();
     let mut driver: Box<dyn Driver> = if plan.workers == 1 {
         let (phase, phase_rx) = watch::channel(Phase::Connecting);
@@ -486,6 +527,7 @@ fn lead(args: &Args) -> anyhow::Result<()> {
         }
     }
     let server_end = args.server_pid.map(ServerSample::read).transpose()?;
+    let rss_peak = peak.map(PeakRss::stop);
     let outcome = driver.finish()?;
     if !args.json {
         eprintln!();
@@ -500,6 +542,7 @@ fn lead(args: &Args) -> anyhow::Result<()> {
         server_before_connect,
         server_start,
         server_end,
+        rss_peak,
     );
     if let Some(path) = &args.hdr_log {
         report.write_hdr_log(&outcome, path)?;

@@ -83,8 +83,21 @@ pub struct Server {
     /// connection opened (connect).
     pub cpu_us_per_delivery: Option<f64>,
     pub rss_bytes: u64,
+    /// The largest RSS seen during the run (sampled every 50 ms).
+    pub rss_peak_bytes: Option<u64>,
     /// Growth of the server's RSS while the connections were opened, per connection.
     pub rss_bytes_per_connection: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Presence {
+    /// Presence messages received by all connections (joined, left, presence).
+    pub messages: u64,
+    pub messages_per_connection: f64,
+    /// Connections that heard the final count.
+    pub settled: u64,
+    /// From the last connection being up to the last one hearing the final count.
+    pub settle_ms: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -95,6 +108,7 @@ pub struct Report {
     pub connections: Connections,
     pub traffic: Option<Traffic>,
     pub echo: Option<Echo>,
+    pub presence: Option<Presence>,
     pub server: Option<Server>,
     /// Connections dropped during the run, and the errors seen.
     pub dropped: u64,
@@ -113,6 +127,7 @@ impl Report {
         before: Option<ServerSample>,
         start: Option<ServerSample>,
         end: Option<ServerSample>,
+        rss_peak: Option<u64>,
     ) -> Report {
         let hist = |b: &crate::stats::Buckets| {
             let mut h = histogram();
@@ -153,13 +168,23 @@ impl Report {
             per_second: rtt.count as f64 / plan.duration_secs.max(1e-9),
             round_trip: rtt,
         });
+        let presence = (plan.kind == Kind::Presence).then(|| Presence {
+            messages: o.presence_messages,
+            messages_per_connection: o.presence_messages as f64 / o.connected.max(1) as f64,
+            settled: o.presence_settled,
+            settle_ms: (o.presence_settled == o.connected && o.connected > 0).then(|| {
+                o.presence_settled_ns.saturating_sub(o.last_connect_ns) as f64 / 1e6
+            }),
+        });
         let work = match plan.kind {
             Kind::Broadcast | Kind::Groups => received,
             Kind::Echo => echo.as_ref().map_or(0, |e| e.calls),
             Kind::Connect => o.connected,
+            Kind::Presence => o.presence_messages,
         };
-        // A connect run's work is the connecting itself: count the server's CPU from before.
-        let start = if plan.kind == Kind::Connect {
+        // A connect or presence run's work is the connecting itself: count the server's CPU
+        // from before.
+        let start = if matches!(plan.kind, Kind::Connect | Kind::Presence) {
             before.or(start)
         } else {
             start
@@ -170,6 +195,7 @@ impl Report {
                 cpu_us_per_delivery: (work > 0)
                     .then(|| (end.cpu_secs - start.cpu_secs) * 1e6 / work as f64),
                 rss_bytes: end.rss_bytes,
+                rss_peak_bytes: rss_peak,
                 rss_bytes_per_connection: before
                     .filter(|_| o.connected > 0)
                     .map(|b| (end.rss_bytes as f64 - b.rss_bytes as f64) / o.connected as f64),
@@ -183,6 +209,7 @@ impl Report {
             connections,
             traffic,
             echo,
+            presence,
             server,
             dropped: o.dropped,
             errors: o.errors.clone(),
@@ -228,17 +255,31 @@ impl Report {
             let _ = writeln!(t, "echo calls      {} ({:.0}/s)", e.calls, e.per_second);
             let _ = writeln!(t, "round trip      {}", lat(&e.round_trip));
         }
+        if let Some(p) = &self.presence {
+            let settle = p
+                .settle_ms
+                .map_or("not settled".to_string(), |ms| format!("settled {ms:.0} ms after the last connect"));
+            let _ = writeln!(
+                t,
+                "presence        {} messages ({:.1} per connection), {} heard the final count, {settle}",
+                p.messages, p.messages_per_connection, p.settled
+            );
+        }
         if let Some(s) = &self.server {
             let _ = write!(t, "server          {:.2} s CPU", s.cpu_secs);
             if let Some(us) = s.cpu_us_per_delivery {
                 let unit = match self.scenario {
                     Kind::Connect => "connection",
                     Kind::Echo => "call",
+                    Kind::Presence => "presence message",
                     _ => "delivery",
                 };
                 let _ = write!(t, ", {us:.2} µs per {unit}");
             }
             let _ = write!(t, ", RSS {:.1} MiB", s.rss_bytes as f64 / 1048576.0);
+            if let Some(peak) = s.rss_peak_bytes {
+                let _ = write!(t, " (peak {:.1} MiB)", peak as f64 / 1048576.0);
+            }
             if let Some(per) = s.rss_bytes_per_connection {
                 let _ = write!(t, " ({per:.0} B per connection)");
             }

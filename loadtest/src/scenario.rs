@@ -28,6 +28,7 @@ pub enum Kind {
     Broadcast,
     Groups,
     Echo,
+    Presence,
 }
 
 /// Everything a process needs to run its share.
@@ -49,6 +50,9 @@ pub struct Plan {
     /// Messages per second over all publishers (0 = as fast as possible).
     pub rate: u64,
     pub size: usize,
+    /// Messages each publisher packs into one transport message (one WebSocket message, one
+    /// POST), as the official JavaScript client sends a burst; 0 or 1: one each.
+    pub burst: usize,
     pub duration_secs: f64,
     /// Source addresses to spread connections over (empty: the system's choice).
     pub sources: Vec<IpAddr>,
@@ -112,6 +116,13 @@ pub struct Outcome {
     pub last_receive_ns: u64,
     pub echo_rtt: Buckets,
     pub errors: BTreeMap<String, u64>,
+    /// Presence: messages received (joined, left, presence), connections that heard the
+    /// final count (every connection), and when the last of them did; when the last
+    /// connection was up.
+    pub presence_messages: u64,
+    pub presence_settled: u64,
+    pub presence_settled_ns: u64,
+    pub last_connect_ns: u64,
 }
 
 impl Outcome {
@@ -153,6 +164,10 @@ impl Outcome {
             self.first_receive_ns = other.first_receive_ns;
         }
         self.last_receive_ns = self.last_receive_ns.max(other.last_receive_ns);
+        self.presence_messages += other.presence_messages;
+        self.presence_settled += other.presence_settled;
+        self.presence_settled_ns = self.presence_settled_ns.max(other.presence_settled_ns);
+        self.last_connect_ns = self.last_connect_ns.max(other.last_connect_ns);
     }
 
     /// Messages that should have arrived: each publisher's count times its receivers.
@@ -327,6 +342,7 @@ async fn connection(
     {
         let mut s = stats.borrow_mut();
         s.outcome.connected += 1;
+        s.outcome.last_connect_ns = s.outcome.last_connect_ns.max(wire::now_ns());
         let _ = s
             .connect_latency
             .record((t0.elapsed().as_micros() as u64).max(1));
@@ -394,6 +410,7 @@ async fn receive(
 ) {
     let mut sequences: HashMap<u32, Sequence> = HashMap::new();
     let known = plan.publishers_total() as u32;
+    let mut settled = false;
     let mut records = Vec::new();
     loop {
         let next = tokio::select! {
@@ -427,6 +444,15 @@ async fn receive(
                     data += 1;
                 }
                 Incoming::Data(_) => s.outcome.strays += 1,
+                Incoming::Presence { count } => {
+                    s.outcome.presence_messages += 1;
+                    data += 1;
+                    if count == Some(plan.connections as i64) && !settled {
+                        settled = true;
+                        s.outcome.presence_settled += 1;
+                        s.outcome.presence_settled_ns = s.outcome.presence_settled_ns.max(now);
+                    }
+                }
                 Incoming::Closed(reason) => {
                     ThreadStats::error(
                         &mut s.outcome.errors,
@@ -501,8 +527,8 @@ async fn keep_alive(writer: &mut Writer, mut phase: watch::Receiver<Phase>, unti
     }
 }
 
-/// Most bytes one write (or one long-polling `POST`) carries; well under the server's
-/// default frame limit.
+/// Most bytes one write (or one long-polling `POST`) carries, each message in its own frame
+/// (bursts aside).
 const BATCH_BYTES: usize = 256 * 1024;
 
 /// Publishes numbered messages at this publisher's share of the rate while running.
@@ -527,6 +553,23 @@ async fn publish(
         };
         if due <= seq {
             tokio::time::sleep(Duration::from_millis(1)).await;
+            continue;
+        }
+        if plan.burst > 1 {
+            // A burst: `burst` messages in one transport message, once all are due.
+            if due < seq + plan.burst as u64 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+            frame.clear();
+            for _ in 0..plan.burst {
+                encode(&plan, writer.mode, id, seq, &mut frame);
+                seq += 1;
+            }
+            if let Err(e) = writer.send(&frame).await {
+                ThreadStats::error(&mut stats.borrow_mut().outcome.errors, e);
+                break;
+            }
             continue;
         }
         batch.clear();

@@ -178,7 +178,30 @@ pub enum Incoming {
     Reply(String),
     /// The server closed the session (SignalR Close).
     Closed(Option<String>),
+    /// A presence message: `joined`/`left` (events) or `presence` (batched, count), with the
+    /// hub's count it carries.
+    Presence { count: Option<i64> },
     Other,
+}
+
+/// The count a presence invocation carries, if `target` is one: `joined`/`left(id, user,
+/// count)` or `presence({…, count})`. `None` if it is not presence at all.
+fn presence_count(target: &str, args: &[Value]) -> Option<Option<i64>> {
+    let count = |v: &Value| match v {
+        Value::Int(n) => Some(*n),
+        _ => None,
+    };
+    match target {
+        "joined" | "left" => Some(args.get(2).and_then(count)),
+        "presence" => Some(match args.first() {
+            Some(Value::Map(fields)) => fields
+                .iter()
+                .find(|(k, _)| k == "count")
+                .and_then(|(_, v)| count(v)),
+            _ => None,
+        }),
+        _ => None,
+    }
 }
 
 /// The SignalR handshake request (always JSON, whatever the protocol it asks for).
@@ -256,6 +279,28 @@ pub fn signalr_records(
     while let Some((shallow, used)) =
         json::decode_shallow(rest, usize::MAX).map_err(|e| e.to_string())?
     {
+        if shallow.kind == Some(1)
+            && let Some(target @ ("joined" | "left" | "presence")) = shallow.target.as_deref()
+        {
+            // Only the count matters here, and a batch may list a thousand ids: read it off
+            // the raw argument instead of building the whole value.
+            let args = shallow.arguments.as_deref().unwrap_or(&[]);
+            let count = match target {
+                "presence" => args.first().and_then(|raw| {
+                    let text = raw.get();
+                    let at = text.rfind("\"count\":")? + 8;
+                    let digits: &str = &text[at..];
+                    let end = digits
+                        .find(|c: char| !(c.is_ascii_digit() || c == '-'))
+                        .unwrap_or(digits.len());
+                    digits[..end].parse().ok()
+                }),
+                _ => args.get(2).and_then(|raw| raw.get().parse().ok()),
+            };
+            out.push(Incoming::Presence { count });
+            rest = &rest[used..];
+            continue;
+        }
         if shallow.kind == Some(1) {
             // broadcastMessage(name, text) or groupMessage(group, name, text): the stamp is
             // the last argument, a JSON string without escapes.
@@ -282,6 +327,11 @@ pub fn signalr_records(
 /// What a decoded hub message means to the load generator.
 fn incoming(message: HubMessage) -> Incoming {
     match message {
+        HubMessage::Invocation {
+            target, arguments, ..
+        } if presence_count(&target, &arguments).is_some() => Incoming::Presence {
+            count: presence_count(&target, &arguments).flatten(),
+        },
         HubMessage::Invocation { arguments, .. } => {
             // broadcastMessage(name, text) or groupMessage(group, name, text): the stamp is
             // the last argument.

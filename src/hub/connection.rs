@@ -322,8 +322,12 @@ pub struct Connection {
     backed_up: Cell<bool>,
     /// It published since Herald last looked (it may have to wait for its recipients).
     published: Cell<bool>,
-    /// It waited the longest allowed for backed-up recipients: it goes on until none is.
-    pressure_exempt: Cell<bool>,
+    /// Waiting for backed-up recipients: since when no recipient made progress, and the
+    /// hub's drain count then.
+    recipient_progress: Cell<Option<(Instant, u64)>>,
+    /// It waited the longest allowed without any progress: it goes on until a recipient
+    /// drains again (the hub's drain count moves past this one).
+    pressure_exempt: Cell<Option<u64>>,
     groups: RefCell<std::collections::HashSet<Arc<str>>>,
     /// Leaves without a `left` event (the whole hub is being closed).
     silent: Cell<bool>,
@@ -377,7 +381,8 @@ impl Connection {
             watch: std::cell::OnceCell::new(),
             backed_up: Cell::new(false),
             published: Cell::new(false),
-            pressure_exempt: Cell::new(false),
+            recipient_progress: Cell::new(None),
+            pressure_exempt: Cell::new(None),
             groups: RefCell::new(Default::default()),
             silent: Cell::new(false),
             opened: Cell::new(false),
@@ -688,11 +693,24 @@ impl Connection {
         self.published.replace(false)
     }
 
-    pub fn pressure_exempt(&self) -> bool {
+    /// How many times a backed-up connection of the hub drained so far.
+    pub fn recipient_falls(&self) -> u64 {
+        self.watch.get().map_or(0, |w| w.pressure.falls())
+    }
+
+    pub fn recipient_progress(&self) -> Option<(Instant, u64)> {
+        self.recipient_progress.get()
+    }
+
+    pub fn set_recipient_progress(&self, progress: Option<(Instant, u64)>) {
+        self.recipient_progress.set(progress);
+    }
+
+    pub fn pressure_exempt(&self) -> Option<u64> {
         self.pressure_exempt.get()
     }
 
-    pub fn set_pressure_exempt(&self, exempt: bool) {
+    pub fn set_pressure_exempt(&self, exempt: Option<u64>) {
         self.pressure_exempt.set(exempt);
     }
 

@@ -358,6 +358,8 @@ impl InputBudget {
 #[derive(Default)]
 pub struct Pressure {
     backed_up: AtomicUsize,
+    /// Times a backed-up connection drained (or closed): the progress publishers wait for.
+    falls: std::sync::atomic::AtomicU64,
     waiters: Mutex<Vec<std::task::Waker>>,
 }
 
@@ -370,6 +372,7 @@ impl Pressure {
     /// A connection's queue drained (or it closed): the publishers waiting look again.
     pub fn fall(&self) {
         self.backed_up.fetch_sub(1, Ordering::Relaxed);
+        self.falls.fetch_add(1, Ordering::Relaxed);
         let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
         for w in waiters {
             w.wake();
@@ -379,6 +382,11 @@ impl Pressure {
     /// Connections of the hub backed up now.
     pub fn backed_up(&self) -> usize {
         self.backed_up.load(Ordering::Relaxed)
+    }
+
+    /// How many times a backed-up connection drained so far.
+    pub fn falls(&self) -> u64 {
+        self.falls.load(Ordering::Relaxed)
     }
 
     /// Wakes `waker` at the next fall.

@@ -7,8 +7,9 @@
 //! `outbound_low_watermark_bytes`; not while the node holds more than
 //! `connections.input_budget_bytes` of unfinished messages and this client holds one of them;
 //! and, when it has just published, not while other connections of its hub are backed up —
-//! on any shard — for at most `connections.recipient_wait_ms`, so a burst goes out at the
-//! pace its recipients take it (a long-polling recipient can hold only its queue between two
+//! on any shard — as long as they drain (a recipient that makes no progress for
+//! `connections.recipient_wait_ms` no longer holds it back), so a burst goes out at the pace
+//! its recipients take it (a long-polling recipient can hold only its queue between two
 //! polls). Not reading lets TCP push back on the client, which slows down instead of being
 //! cut. The slow-consumer cut stays for a client that does not read at all while others
 //! publish to it: a publisher waits for it a bounded time, and no delivery ever waits.
@@ -70,28 +71,42 @@ fn wanted(
     if has_partial && shard.node.input.is_over() {
         return Some(Pause::Budget);
     }
-    // A publisher whose recipients are behind waits for them — for a while: one that never
-    // reads is cut as a slow consumer, and must not hold the publisher for ever.
+    // A publisher whose recipients are behind waits for them while they make progress: one
+    // that does not read at all is cut as a slow consumer, and holds the publisher back at
+    // most `recipient_wait_ms`.
     let wait = Duration::from_millis(shard.node.config.connections.recipient_wait_ms);
     let published = conn.take_published();
     if wait.is_zero() {
         return None;
     }
-    let others = conn.others_backed_up();
-    if others == 0 {
-        conn.set_pressure_exempt(false);
+    if conn.others_backed_up() == 0 {
+        conn.set_pressure_exempt(None);
+        conn.set_recipient_progress(None);
         return None;
     }
-    match paused {
-        Some((Pause::Recipients, since)) => {
-            if since.elapsed() >= wait {
-                conn.set_pressure_exempt(true);
+    let falls = conn.recipient_falls();
+    match conn.pressure_exempt() {
+        Some(at) if at == falls => return None,
+        Some(_) => conn.set_pressure_exempt(None),
+        None => {}
+    }
+    match (paused, conn.recipient_progress()) {
+        (Some((Pause::Recipients, _)), Some((since, seen))) => {
+            if seen != falls {
+                conn.set_recipient_progress(Some((Instant::now(), falls)));
+                Some(Pause::Recipients)
+            } else if since.elapsed() >= wait {
+                conn.set_pressure_exempt(Some(falls));
+                conn.set_recipient_progress(None);
                 None
             } else {
                 Some(Pause::Recipients)
             }
         }
-        _ if published && !conn.pressure_exempt() => Some(Pause::Recipients),
+        _ if published => {
+            conn.set_recipient_progress(Some((Instant::now(), falls)));
+            Some(Pause::Recipients)
+        }
         _ => None,
     }
 }
