@@ -172,9 +172,8 @@ impl Report {
             messages: o.presence_messages,
             messages_per_connection: o.presence_messages as f64 / o.connected.max(1) as f64,
             settled: o.presence_settled,
-            settle_ms: (o.presence_settled == o.connected && o.connected > 0).then(|| {
-                o.presence_settled_ns.saturating_sub(o.last_connect_ns) as f64 / 1e6
-            }),
+            settle_ms: (o.presence_settled == o.connected && o.connected > 0)
+                .then(|| o.presence_settled_ns.saturating_sub(o.last_connect_ns) as f64 / 1e6),
         });
         let work = match plan.kind {
             Kind::Broadcast | Kind::Groups => received,
@@ -256,9 +255,9 @@ impl Report {
             let _ = writeln!(t, "round trip      {}", lat(&e.round_trip));
         }
         if let Some(p) = &self.presence {
-            let settle = p
-                .settle_ms
-                .map_or("not settled".to_string(), |ms| format!("settled {ms:.0} ms after the last connect"));
+            let settle = p.settle_ms.map_or("not settled".to_string(), |ms| {
+                format!("settled {ms:.0} ms after the last connect")
+            });
             let _ = writeln!(
                 t,
                 "presence        {} messages ({:.1} per connection), {} heard the final count, {settle}",

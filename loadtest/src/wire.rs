@@ -180,7 +180,9 @@ pub enum Incoming {
     Closed(Option<String>),
     /// A presence message: `joined`/`left` (events) or `presence` (batched, count), with the
     /// hub's count it carries.
-    Presence { count: Option<i64> },
+    Presence {
+        count: Option<i64>,
+    },
     Other,
 }
 

@@ -135,6 +135,39 @@ fn every_scenario_adds_up() {
     assert!(calls > 100, "{r:#}");
     assert_eq!(r["echo"]["round_trip"]["count"].as_u64(), Some(calls));
 
+    // Bursts: 100 messages of 2 KB in one WebSocket message, every quarter second.
+    let r = run(
+        &server,
+        &[
+            "broadcast",
+            "-n",
+            "20",
+            "-p",
+            "1",
+            "-s",
+            "2000",
+            "--burst",
+            "100",
+            "-r",
+            "200",
+        ],
+    );
+    let t = &r["traffic"];
+    let published = t["published"].as_u64().unwrap();
+    assert!(published >= 100 && published % 100 == 0, "{r:#}");
+    assert_eq!(t["received"], t["expected"], "{r:#}");
+    assert_eq!(t["expected"].as_u64().unwrap(), published * 20);
+    assert!(r["server"]["rss_peak_bytes"].as_u64().unwrap() > 0);
+
+    // Presence: every connection hears the final count (the default chat hub: events).
+    let r = run(&server, &["presence", "-n", "30", "--connect-rate", "0"]);
+    let p = &r["presence"];
+    assert_eq!(p["settled"], 30, "{r:#}");
+    // Event mode: each connection hears every join from its own on (30 + 29 + … + 1), and
+    // the leaves of connections of the runs before that are still closing.
+    assert!(p["messages"].as_u64().unwrap() >= 30 * 31 / 2, "{r:#}");
+    assert!(p["settle_ms"].as_f64().is_some(), "{r:#}");
+
     // Two worker processes share the connections; the parent merges their counts.
     let r = run(
         &server,
