@@ -103,6 +103,9 @@ struct Args {
     /// Longest wait, after traffic stops, for messages still on their way.
     #[arg(long, default_value_t = 10.0)]
     drain: f64,
+    /// The drain ends early once nothing has arrived for this many seconds.
+    #[arg(long, default_value_t = 1.0)]
+    drain_quiet: f64,
     /// Client threads per process.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -503,12 +506,12 @@ fn lead(args: &Args) -> anyhow::Result<()> {
         last = now;
     }
     driver.set(Phase::Draining);
-    // Drain: wait until nothing has arrived for a second, at most `--drain` seconds.
+    // Drain: wait until nothing has arrived for `--drain-quiet` seconds, at most `--drain`.
     let drain_started = Instant::now();
     let mut quiet_since = Instant::now();
     let mut seen = driver.received();
     while drain_started.elapsed().as_secs_f64() < args.drain
-        && quiet_since.elapsed() < Duration::from_secs(1)
+        && quiet_since.elapsed() < Duration::from_secs_f64(args.drain_quiet)
     {
         std::thread::sleep(Duration::from_millis(100));
         let now = driver.received();

@@ -34,6 +34,8 @@ pub struct HubIndex {
     /// Group memberships of users (set through the REST API), with their expiry: a user's
     /// connections, present and future, belong to these groups until then.
     user_groups: HashMap<Arc<str>, HashMap<Arc<str>, Instant>>,
+    /// Records in `user_groups`, expired ones not yet purged included.
+    records: usize,
 }
 
 impl Default for HubIndex {
@@ -50,6 +52,7 @@ impl HubIndex {
             groups: HashMap::new(),
             users: HashMap::new(),
             user_groups: HashMap::new(),
+            records: 0,
         }
     }
 
@@ -63,7 +66,9 @@ impl HubIndex {
                 .insert(conn.id, conn.clone());
             let groups: Vec<Arc<str>> = match self.user_groups.get_mut(&**user) {
                 Some(groups) => {
+                    let before = groups.len();
                     groups.retain(|_, until| *until > now);
+                    self.records -= before - groups.len();
                     groups.keys().cloned().collect()
                 }
                 None => Vec::new(),
@@ -170,11 +175,15 @@ impl HubIndex {
     /// Adds `user` to `group`: the user's connections join now, and those that connect before
     /// `until` join too. Without `until`, only the present connections join.
     pub fn add_user_to_group(&mut self, user: &Arc<str>, group: &Arc<str>, until: Option<Instant>) {
-        if let Some(until) = until {
-            self.user_groups
+        if let Some(until) = until
+            && self
+                .user_groups
                 .entry(user.clone())
                 .or_default()
-                .insert(group.clone(), until);
+                .insert(group.clone(), until)
+                .is_none()
+        {
+            self.records += 1;
         }
         let conns: Vec<Rc<Connection>> = self
             .users
@@ -212,12 +221,14 @@ impl HubIndex {
 
     /// User-group records held, expired ones not yet purged included.
     pub fn user_group_records(&self) -> usize {
-        self.user_groups.values().map(HashMap::len).sum()
+        self.records
     }
 
     pub fn remove_user_from_group(&mut self, user: &str, group: &str) {
         if let Some(groups) = self.user_groups.get_mut(user) {
-            groups.remove(group);
+            if groups.remove(group).is_some() {
+                self.records -= 1;
+            }
             if groups.is_empty() {
                 self.user_groups.remove(user);
             }
@@ -228,7 +239,9 @@ impl HubIndex {
     }
 
     pub fn remove_user_from_all_groups(&mut self, user: &str) {
-        self.user_groups.remove(user);
+        if let Some(groups) = self.user_groups.remove(user) {
+            self.records -= groups.len();
+        }
         for conn in self.user_connections(user) {
             self.leave_all(&conn);
         }
@@ -247,6 +260,7 @@ impl HubIndex {
             groups.retain(|_, until| *until > now);
             !groups.is_empty()
         });
+        self.records = self.user_groups.values().map(HashMap::len).sum();
     }
 }
 

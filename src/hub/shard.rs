@@ -139,28 +139,7 @@ impl Shard {
             crate::metrics::Latency::Handshake,
             micros(now - conn.opened_at),
         );
-        match &self.node.hubs.get(conn.hub).presence {
-            PresenceDef::Events { joined, .. } => {
-                let args = vec![
-                    Value::Str(conn.id.to_string()),
-                    conn.user_id().into(),
-                    Value::Int(count),
-                ];
-                self.publish(Publish {
-                    hub: conn.hub,
-                    target: Target::All,
-                    excluded: Vec::new(),
-                    message: Outgoing::new(joined.clone(), args),
-                    created: now,
-                })
-                .await;
-            }
-            PresenceDef::Batched { .. } | PresenceDef::Count { .. } => {
-                self.node
-                    .presence_joined(conn.hub, conn.id, conn.user.clone());
-            }
-            PresenceDef::Off => {}
-        }
+        self.announce(conn, true, count, now).await;
     }
 
     /// Takes a closing connection out of its hub at once — indexes, count, presence — so
@@ -186,8 +165,19 @@ impl Shard {
         if self.node.is_shutting_down() || conn.is_silent() {
             return;
         }
+        self.announce(conn, false, count, Instant::now()).await;
+    }
+
+    /// Tells the hub that `conn` joined (or left), leaving `count` connections, as its
+    /// presence mode says: an event to every member now, or a record for the next periodic
+    /// message.
+    async fn announce(self: &Rc<Self>, conn: &Connection, joined: bool, count: i64, now: Instant) {
         match &self.node.hubs.get(conn.hub).presence {
-            PresenceDef::Events { left, .. } => {
+            PresenceDef::Events {
+                joined: on_join,
+                left: on_leave,
+            } => {
+                let method = if joined { on_join } else { on_leave };
                 let args = vec![
                     Value::Str(conn.id.to_string()),
                     conn.user_id().into(),
@@ -197,10 +187,14 @@ impl Shard {
                     hub: conn.hub,
                     target: Target::All,
                     excluded: Vec::new(),
-                    message: Outgoing::new(left.clone(), args),
-                    created: Instant::now(),
+                    message: Outgoing::new(method.clone(), args),
+                    created: now,
                 })
                 .await;
+            }
+            PresenceDef::Batched { .. } | PresenceDef::Count { .. } if joined => {
+                self.node
+                    .presence_joined(conn.hub, conn.id, conn.user.clone());
             }
             PresenceDef::Batched { .. } | PresenceDef::Count { .. } => {
                 self.node

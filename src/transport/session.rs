@@ -7,7 +7,6 @@
 //! message of any size — a burst of hundreds of invocations — costs no more than one message.
 
 use std::rc::Rc;
-use std::time::Instant;
 
 use crate::fault::CloseReason;
 use crate::hub::dispatch::dispatch;
@@ -20,8 +19,6 @@ pub struct Session {
     conn: Rc<Connection>,
     handshaken: bool,
     splitter: Splitter,
-    /// When the unfinished message held now began to arrive.
-    partial_since: Option<Instant>,
 }
 
 impl Session {
@@ -32,7 +29,6 @@ impl Session {
             conn,
             handshaken: false,
             splitter: Splitter::new(Framing::Separated, limit),
-            partial_since: None,
         }
     }
 
@@ -55,11 +51,6 @@ impl Session {
         self.splitter.pending() > 0
     }
 
-    /// When the unfinished message began to arrive, if one is held.
-    pub fn partial_since(&self) -> Option<Instant> {
-        self.partial_since
-    }
-
     /// Feeds bytes from the client: every message they complete is dispatched, in order,
     /// before this returns. An `Err` means the connection must close for that reason (a
     /// failed handshake has already queued its error answer); the messages before the one
@@ -69,11 +60,6 @@ impl Session {
         let outcome = self.split(bytes).await;
         let after = self.splitter.pending();
         self.shard.node.input.change(before, after);
-        match (before, after) {
-            (_, 0) => self.partial_since = None,
-            (0, _) => self.partial_since = Some(self.shard.coarse_now()),
-            _ => {}
-        }
         outcome
     }
 

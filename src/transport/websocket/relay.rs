@@ -225,6 +225,9 @@ async fn remote(
             },
             _ = poll_fn(|cx| {
                 conn.register(cx.waker());
+                if !readable {
+                    conn.wait_for_recipients(cx.waker());
+                }
                 let wake = conn.is_superseded()
                     || conn.is_closing()
                     || (conn.has_queued() && !conn.replay_full())
