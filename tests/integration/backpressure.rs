@@ -492,3 +492,65 @@ async fn a_long_polling_burst_in_one_post(io: &'static str) {
     assert_eq!(poller.await.unwrap(), 400);
 }
 both_backends!(a_long_polling_burst_in_one_post);
+
+/// A client that sends as fast as it can and never reads: paused first, then — its socket
+/// taking nothing — closed by the send timeout; the others go on unaffected.
+async fn a_sender_that_never_reads_is_paused_then_cut(io: &'static str) {
+    let server = Server::builder(io)
+        .env("HERALD_HUBS_CHAT_PRESENCE", "off")
+        .env("HERALD_CONNECTIONS_SEND_TIMEOUT_MS", "1500")
+        .start();
+    let sender = Client::connect(&server).await;
+    let mut reader = Client::connect(&server).await;
+    let (ws, _) = plain(sender);
+    let AnyWs::Plain(ws) = ws else { unreachable!() };
+    let (mut sink, _stream) = ws.split();
+    let payload = burst(800, 20_000);
+    let send = tokio::spawn(async move { sink.send(Message::text(payload)).await.is_ok() });
+    // The reader keeps up with whatever gets through, until told to stop.
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let reading = tokio::spawn(async move {
+        let mut n = 0;
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                m = reader.try_recv() => match m {
+                    Some(m) if m["target"] == "broadcastMessage" => n += 1,
+                    Some(_) => {}
+                    None => panic!("the reader was closed after {n} messages"),
+                },
+            }
+        }
+        assert!(n > 0);
+        reader
+    });
+    eventually("the sender is paused", || async {
+        metric(&server, "herald_input_pauses_total{reason=\"outbound\"}").await >= 1.0
+    })
+    .await;
+    eventually("then cut by the send timeout", || async {
+        metric(
+            &server,
+            "herald_connections_closed_total{reason=\"send_timeout\"}",
+        )
+        .await
+            >= 1.0
+    })
+    .await;
+    let _ = send.await;
+    stop.send(()).unwrap();
+    let mut reader = reading.await.unwrap();
+    assert_eq!(
+        reader.invoke("Echo", json!(["fine"])).await["result"],
+        "fine"
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "herald_connections_closed_total{reason=\"send_timeout\"}"
+        )
+        .await,
+        1.0
+    );
+}
+both_backends!(a_sender_that_never_reads_is_paused_then_cut);

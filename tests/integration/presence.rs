@@ -142,3 +142,51 @@ async fn count_presence(io: &'static str) {
     }
 }
 both_backends!(count_presence);
+
+/// A join/leave flood on a `batched` hub: a member hears at most one message per interval,
+/// not one per join or leave, and the count it ends with is right.
+async fn a_join_leave_flood_costs_a_message_per_interval(io: &'static str) {
+    let server = Server::builder(io).config(CONFIG).start();
+    let mut member = join(&server, "room").await;
+    let mut heard = Heard::default();
+    hear_until(&mut member, &mut heard, |h| h.count == 1).await;
+    let started = Instant::now();
+    for _ in 0..10 {
+        let mut wave = Vec::new();
+        for _ in 0..10 {
+            wave.push(join(&server, "room").await);
+        }
+        drop(wave);
+    }
+    // 100 joins and 100 leaves; the member's view settles back at itself alone. Everything
+    // it hears, from the flood's start until nothing more comes:
+    let mut heard = Heard::default();
+    while let Ok(args) = tokio::time::timeout(
+        Duration::from_millis(1500),
+        member.expect_invocation("presence"),
+    )
+    .await
+    {
+        heard.take(&args[0]);
+    }
+    // Waves that joined and left within one interval may never be announced at all.
+    assert!(
+        heard.messages == 0 || heard.count == 1,
+        "ended at {}",
+        heard.count
+    );
+    let intervals = started.elapsed().as_millis() as usize / 300 + 2;
+    assert!(
+        heard.messages <= intervals,
+        "{} messages for 200 joins and leaves in {intervals} intervals",
+        heard.messages
+    );
+    // Whatever was announced as joined was announced as left too.
+    assert!(heard.joined.is_subset(&heard.left), "{:?}", heard.joined);
+    // And the count is right afterwards.
+    let _late = join(&server, "room").await;
+    let mut heard = Heard::default();
+    hear_until(&mut member, &mut heard, |h| h.count == 2).await;
+    assert_eq!(member.invoke("Echo", json!(["ok"])).await["result"], "ok");
+}
+both_backends!(a_join_leave_flood_costs_a_message_per_interval);
