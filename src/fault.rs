@@ -7,8 +7,8 @@
 use http::StatusCode;
 
 use crate::protocol::ProtocolError;
+use crate::protocol::frame::FrameError;
 use crate::protocol::handshake::HandshakeError;
-use crate::transport::websocket::frame::FrameError;
 
 /// Why an HTTP request was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

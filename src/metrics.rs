@@ -369,7 +369,7 @@ impl Snapshot {
             ),
             (
                 "websocket",
-                CloseReason::WebSocket(crate::transport::websocket::frame::FrameError::Unmasked),
+                CloseReason::WebSocket(crate::protocol::frame::FrameError::Unmasked),
             ),
         ] {
             let _ = writeln!(

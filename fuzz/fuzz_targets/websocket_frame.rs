@@ -1,6 +1,6 @@
 //! The WebSocket frame decoder never panics, in either role, however the input is split.
 #![no_main]
-use herald::transport::websocket::frame::{Decoder, Event, Role};
+use herald::protocol::frame::{Decoder, Event, Role};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

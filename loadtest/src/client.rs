@@ -11,7 +11,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use herald::protocol::Protocol;
-use herald::transport::websocket::frame::{self, Decoder, Event, OpCode, Reassembler, Role};
+use herald::protocol::frame::{self, Decoder, Event, OpCode, Reassembler, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};

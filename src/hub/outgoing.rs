@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 
+use crate::protocol::frame::{self, OpCode};
 use crate::protocol::{HubMessage, Protocol, Value};
-use crate::transport::websocket::frame::{self, OpCode};
 
 /// One message in wire form: a server WebSocket frame; the payload follows `header_len` bytes.
 #[derive(Debug, Clone)]

@@ -1,8 +1,12 @@
-//! The SignalR hub protocol: handshake, messages and their JSON encoding.
+//! The wire formats: the SignalR handshake, hub messages in JSON and MessagePack, the stream
+//! of hub messages a transport carries, and WebSocket frames.
 //!
 //! Everything here is pure: bytes in, messages out (an incomplete message is a normal result,
-//! not an error), and messages in, bytes out. Transports and the hub never see JSON.
+//! not an error), and messages in, bytes out. Transports and the hub never see JSON; the hub
+//! frames its fan-out messages once with the WebSocket codec, and transports read frames
+//! with it, so neither imports the other.
 
+pub mod frame;
 pub mod handshake;
 pub mod json;
 pub mod message;

@@ -277,6 +277,80 @@ async fn websocket_violations(io: &'static str) {
 }
 both_backends!(websocket_violations);
 
+/// Upgrades a raw socket to a WebSocket on hub chat (`version` is the request's HTTP
+/// version); the socket, or the refusal's status line.
+async fn raw_upgrade(server: &Server, version: &str) -> Result<TcpStream, String> {
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let req = format!(
+        "GET /hubs/chat {version}\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        server.addr
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 1024];
+    let n = s.read(&mut head).await.unwrap();
+    let head = String::from_utf8_lossy(&head[..n]).to_string();
+    if head.starts_with("HTTP/1.1 101") {
+        Ok(s)
+    } else {
+        Err(head)
+    }
+}
+
+/// A client frame, masked with a zero mask (allowed, and it leaves the payload as it is).
+fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mut out = vec![0x80 | opcode, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Sends `frame` and returns the code of the close frame the server answers with.
+async fn close_code_for(server: &Server, frame: &[u8]) -> u16 {
+    let mut s = raw_upgrade(server, "HTTP/1.1").await.unwrap();
+    s.write_all(frame).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    let at = rest.iter().position(|b| *b == 0x88).expect("a close frame");
+    u16::from_be_bytes([rest[at + 2], rest[at + 3]])
+}
+
+/// RFC 6455 conformance: close codes a peer may not send get 1002 (§7.4), a text message
+/// that is not UTF-8 gets 1007 (§8.1), an HTTP/1.0 upgrade is refused (§4.1).
+async fn websocket_conformance(io: &'static str) {
+    let server = Server::start(io);
+    assert_eq!(
+        close_code_for(&server, &masked(0x8, &999u16.to_be_bytes())).await,
+        1002
+    );
+    assert_eq!(
+        close_code_for(&server, &masked(0x8, &1005u16.to_be_bytes())).await,
+        1002
+    );
+    assert_eq!(
+        close_code_for(&server, &masked(0x8, &1000u16.to_be_bytes())).await,
+        1000
+    );
+    assert_eq!(
+        close_code_for(&server, &masked(0x8, &4001u16.to_be_bytes())).await,
+        1000
+    );
+    assert_eq!(
+        close_code_for(&server, &masked(0x1, b"{\"protocol\xff\"")).await,
+        1007
+    );
+    let refused = raw_upgrade(&server, "HTTP/1.0").await.unwrap_err();
+    assert!(
+        refused.starts_with("HTTP/1.0 400") || refused.starts_with("HTTP/1.1 400"),
+        "{refused}"
+    );
+    assert!(refused.contains("bad_upgrade"), "{refused}");
+    assert!(metric(&server, "herald_protocol_errors_total{kind=\"websocket\"}").await >= 3.0);
+}
+both_backends!(websocket_conformance);
+
 /// A socket that connects and says nothing is closed after the handshake timeout and holds
 /// nothing meanwhile; one that sends its request a little later is served normally.
 async fn silent_sockets(io: &'static str) {

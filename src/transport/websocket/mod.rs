@@ -6,7 +6,6 @@
 //! and sleeps until the socket or the queue wakes it. An idle connection therefore owns no
 //! read buffer and no timer.
 
-pub mod frame;
 pub mod relay;
 
 use std::future::poll_fn;
@@ -25,7 +24,6 @@ use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use self::frame::{Decoder, Event, OpCode};
 use super::endpoint::{self, Accepted};
 use super::http::{Body, empty};
 use super::inflow;
@@ -35,6 +33,7 @@ use crate::fault::{CloseReason, HttpFault};
 use crate::hub::definition::HubDef;
 use crate::hub::{Connection, Encoded, Shard, TransportKind};
 use crate::protocol::HubMessage;
+use crate::protocol::frame::{self, Decoder, Event, OpCode};
 
 const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -74,6 +73,10 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let headers = req.headers();
+    // RFC 6455 §4.1: the opening handshake is an HTTP/1.1 (or later) GET.
+    if req.version() < http::Version::HTTP_11 {
+        return Err(HttpFault::BadUpgrade("a WebSocket upgrade needs HTTP/1.1"));
+    }
     if !header_has_token(headers, header::CONNECTION, "upgrade") {
         return Err(HttpFault::BadUpgrade(
             "the Connection header does not contain 'Upgrade'",

@@ -17,11 +17,11 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use super::frame::{self, Decoder, Event, OpCode};
 use crate::fault::{CloseReason, HttpFault};
 use crate::hub::node::IdState;
 use crate::hub::{Connection, ConnectionId, Encoded, Shard, TransportKind};
 use crate::protocol::HubMessage;
+use crate::protocol::frame::{self, Decoder, Event, OpCode};
 use crate::transport::inflow;
 use crate::transport::session::Session;
 use crate::transport::writer::take_queued;

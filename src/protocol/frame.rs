@@ -76,6 +76,10 @@ pub enum FrameError {
     TooLarge(usize),
     #[error("the close frame payload is malformed")]
     BadClose,
+    #[error("close code {0} is not one a peer may send")]
+    BadCloseCode(u16),
+    #[error("a text message is not valid UTF-8")]
+    InvalidUtf8,
 }
 
 impl FrameError {
@@ -83,7 +87,7 @@ impl FrameError {
     pub fn close_code(&self) -> u16 {
         match self {
             FrameError::TooLarge(_) => 1009,
-            FrameError::BadClose => 1007,
+            FrameError::BadClose | FrameError::InvalidUtf8 => 1007,
             _ => 1002,
         }
     }
@@ -94,6 +98,45 @@ impl FrameError {
 pub enum Role {
     Server,
     Client,
+}
+
+/// Where a text message's UTF-8 validation stands between pieces: the bytes of a character
+/// that a piece boundary cut.
+#[derive(Debug, Default)]
+struct Utf8 {
+    carry: [u8; 4],
+    len: usize,
+}
+
+impl Utf8 {
+    /// Checks the next piece of a text message (`last` if it ends the message).
+    fn check(&mut self, piece: &[u8], last: bool) -> Result<(), FrameError> {
+        let mut rest = piece;
+        while self.len > 0 && !rest.is_empty() {
+            self.carry[self.len] = rest[0];
+            self.len += 1;
+            rest = &rest[1..];
+            match std::str::from_utf8(&self.carry[..self.len]) {
+                Ok(_) => self.len = 0,
+                Err(e) if e.error_len().is_some() || self.len == 4 => {
+                    return Err(FrameError::InvalidUtf8);
+                }
+                Err(_) => {}
+            }
+        }
+        if let Err(e) = std::str::from_utf8(rest) {
+            if e.error_len().is_some() {
+                return Err(FrameError::InvalidUtf8);
+            }
+            let tail = &rest[e.valid_up_to()..];
+            self.carry[..tail.len()].copy_from_slice(tail);
+            self.len = tail.len();
+        }
+        if last && self.len > 0 {
+            return Err(FrameError::InvalidUtf8);
+        }
+        Ok(())
+    }
 }
 
 /// The data frame whose payload is being read.
@@ -116,6 +159,9 @@ pub struct Decoder {
     payload: Option<Payload>,
     /// A data message's first frame was not final: continuations follow.
     fragmented: bool,
+    /// The message being read is text, checked as UTF-8 (RFC 6455 §8.1; server role only:
+    /// Herald's own frames need no checking).
+    text: Option<Utf8>,
 }
 
 impl Decoder {
@@ -130,6 +176,7 @@ impl Decoder {
             partial: BytesMut::new(),
             payload: None,
             fragmented: false,
+            text: None,
         }
     }
 
@@ -148,9 +195,13 @@ impl Decoder {
                     payload.done += take;
                     payload.remaining -= take as u64;
                     input = &input[take..];
+                    let last = finished && payload.fin;
+                    if let Some(text) = &mut self.text {
+                        text.check(&piece, last)?;
+                    }
                     out.push(Event::Data {
                         payload: piece.freeze(),
-                        last: finished && payload.fin,
+                        last,
                     });
                 }
                 if !finished {
@@ -247,6 +298,11 @@ impl Decoder {
             _ => {}
         }
         self.fragmented = !fin;
+        match opcode {
+            OpCode::Text if self.role == Role::Server => self.text = Some(Utf8::default()),
+            OpCode::Text | OpCode::Binary => self.text = None,
+            _ => {}
+        }
         self.payload = Some(Payload {
             remaining: len,
             mask,
@@ -296,6 +352,11 @@ fn control(opcode: OpCode, payload: BytesMut) -> Result<Event, FrameError> {
                 1 => return Err(FrameError::BadClose),
                 _ => {
                     let code = u16::from_be_bytes([payload[0], payload[1]]);
+                    // RFC 6455 §7.4: the codes a peer may send (1012–1014 were registered
+                    // later, and 3000–4999 are for libraries and applications).
+                    if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+                        return Err(FrameError::BadCloseCode(code));
+                    }
                     let reason = std::str::from_utf8(&payload[2..])
                         .map_err(|_| FrameError::BadClose)?
                         .to_string();
@@ -564,6 +625,28 @@ mod tests {
     }
 
     #[test]
+    fn text_is_checked_as_utf8_across_pieces_and_frames() {
+        let text = "héllo wörld €𝄞".as_bytes();
+        let mut stream = mask_frame(false, 1, &text[..2], M);
+        stream.extend(mask_frame(true, 0, &text[2..], M));
+        for a in 0..=stream.len() {
+            let got = whole(Role::Server, &[&stream[..a], &stream[a..]]).unwrap();
+            assert_eq!(got, vec![message(text)], "split at {a}");
+        }
+        let bad = |payload: &[u8]| whole(Role::Server, &[&mask_frame(true, 1, payload, M)]);
+        assert_eq!(bad(b"a\xffb"), Err(FrameError::InvalidUtf8));
+        assert_eq!(FrameError::InvalidUtf8.close_code(), 1007);
+        // A message that ends inside a character.
+        assert_eq!(
+            bad("€".as_bytes()[..2].as_ref()),
+            Err(FrameError::InvalidUtf8)
+        );
+        // Binary carries anything.
+        let binary = whole(Role::Server, &[&mask_frame(true, 2, b"\xff", M)]).unwrap();
+        assert_eq!(binary, vec![message(b"\xff")]);
+    }
+
+    #[test]
     fn the_reassembler_bounds_a_message() {
         let mut r = Reassembler::new(64);
         let piece = |n: usize, last| Event::Data {
@@ -607,6 +690,18 @@ mod tests {
         assert_eq!(
             feed(&mask_frame(true, 8, b"\x03", M)),
             Err(FrameError::BadClose)
+        );
+        assert_eq!(
+            feed(&mask_frame(true, 8, &999u16.to_be_bytes(), M)),
+            Err(FrameError::BadCloseCode(999))
+        );
+        assert_eq!(FrameError::BadCloseCode(999).close_code(), 1002);
+        assert_eq!(
+            feed(&mask_frame(true, 8, &4000u16.to_be_bytes(), M)).unwrap(),
+            vec![Event::Close {
+                code: Some(4000),
+                reason: String::new()
+            }]
         );
         // A declared length of any size is no error: its payload streams as it comes.
         let mut d = Decoder::new();
