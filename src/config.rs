@@ -20,12 +20,7 @@ pub const DEFAULT_TOML: &str = include_str!("../config/herald.toml");
 pub const DEVELOPMENT_ACCESS_KEY: &str = "herald-development-key-change-me-0123456789";
 
 /// Environment variables that belong to command-line flags rather than to config keys.
-const FLAG_ENV_VARS: &[&str] = &[
-    "HERALD_CONFIG",
-    "HERALD_LISTEN",
-    "HERALD_SHARDS",
-    "HERALD_IO",
-];
+const FLAG_ENV_VARS: &[&str] = &["HERALD_CONFIG"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -60,6 +55,11 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub log: LogConfig,
     pub hubs: BTreeMap<String, HubConfig>,
+    /// What loading noticed without refusing: `HERALD_` variables that name no key (a
+    /// platform may set some — Kubernetes gives a Service named `herald` `HERALD_PORT` and
+    /// more), to be logged once logging is up.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -507,7 +507,9 @@ impl Config {
 
     /// Applies `HERALD_SECTION_KEY=value` variables. The variable name is matched against the
     /// keys that exist (including hub names from the file), so underscores inside key names
-    /// are unambiguous; an unknown variable is an error that names it.
+    /// are unambiguous. A variable that names no key is not an error — the platform may have
+    /// set it — but a warning (in [`Config::warnings`]) that names the nearest key; a value
+    /// that does not fit its key is an error that names the variable.
     pub fn apply_env(
         &mut self,
         env: impl IntoIterator<Item = (String, String)>,
@@ -523,10 +525,16 @@ impl Config {
                 continue;
             }
             let path = rest.to_ascii_lowercase();
-            let slot = find_key(&mut tree, &path).ok_or_else(|| ConfigError::Env {
-                var: var.clone(),
-                reason: "no such configuration key".into(),
-            })?;
+            if find_key(&mut tree, &path).is_none() {
+                let hint = nearest_key(&tree, &path)
+                    .map(|k| format!(" (did you mean HERALD_{}?)", k.to_ascii_uppercase()))
+                    .unwrap_or_default();
+                self.warnings.push(format!(
+                    "environment variable {var} names no configuration key and is ignored{hint}"
+                ));
+                continue;
+            }
+            let slot = find_key(&mut tree, &path).expect("found above");
             *slot = parse_like(slot, &value).map_err(|reason| ConfigError::Env {
                 var: var.clone(),
                 reason,
@@ -534,9 +542,11 @@ impl Config {
             changed = true;
         }
         if changed {
+            let warnings = std::mem::take(&mut self.warnings);
             *self = tree
                 .try_into()
                 .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+            self.warnings = warnings;
         }
         Ok(())
     }
@@ -866,6 +876,54 @@ fn find_key<'a>(value: &'a mut toml::Value, path: &str) -> Option<&'a mut toml::
     find_key(table.get_mut(&prefix)?, &rest)
 }
 
+/// Every leaf key of `value`, underscore-joined as environment variables name them.
+fn leaf_keys(value: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+    let Some(table) = value.as_table() else {
+        return;
+    };
+    for (k, v) in table {
+        let path = if prefix.is_empty() {
+            k.to_ascii_lowercase()
+        } else {
+            format!("{prefix}_{}", k.to_ascii_lowercase())
+        };
+        if v.is_table() {
+            leaf_keys(v, &path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+/// The key nearest to `path` by edit distance, if one is near enough to be a likely typo.
+fn nearest_key(tree: &toml::Value, path: &str) -> Option<String> {
+    let mut keys = Vec::new();
+    leaf_keys(tree, "", &mut keys);
+    keys.into_iter()
+        .map(|k| (edit_distance(&k, path), k))
+        .filter(|(d, k)| *d <= (k.len() / 3).max(2))
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, on bytes (keys are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, x) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, y) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1)
+                .min(row[j] + 1)
+                .min(prev + usize::from(x != y));
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
 /// Parses an environment value as the same TOML type as the value it replaces.
 fn parse_like(old: &toml::Value, raw: &str) -> Result<toml::Value, String> {
     match old {
@@ -975,10 +1033,27 @@ mod tests {
     #[test]
     fn env_errors_name_the_variable() {
         let mut config = Config::embedded();
-        let err = config
-            .apply_env(env(&[("HERALD_SERVER_NOPE", "1")]))
-            .unwrap_err();
-        assert!(err.to_string().contains("HERALD_SERVER_NOPE"), "{err}");
+        // Unknown variables are warned about, with the nearest key, and ignored.
+        config
+            .apply_env(env(&[
+                ("HERALD_SERVER_LISTN", "0.0.0.0:1"),
+                ("HERALD_PORT", "tcp://10.0.0.1:5000"),
+                ("HERALD_SERVICE_HOST", "10.0.0.1"),
+            ]))
+            .unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:5000");
+        assert_eq!(config.warnings.len(), 3, "{:?}", config.warnings);
+        assert!(
+            config.warnings[0].contains("HERALD_SERVER_LISTN")
+                && config.warnings[0].contains("did you mean HERALD_SERVER_LISTEN?"),
+            "{:?}",
+            config.warnings
+        );
+        assert!(
+            !config.warnings[1].contains("did you mean"),
+            "{:?}",
+            config.warnings
+        );
         let err = config
             .apply_env(env(&[("HERALD_SERVER_SHARDS", "many")]))
             .unwrap_err();

@@ -37,20 +37,20 @@ struct ServeArgs {
     /// Configuration file (default: the embedded config/herald.toml).
     #[arg(long, env = "HERALD_CONFIG")]
     config: Option<PathBuf>,
-    /// Address to listen on, HOST:PORT (port 0 picks a free port).
-    #[arg(long, env = "HERALD_LISTEN")]
+    /// Address to listen on, IP:PORT (port 0 picks a free port); env HERALD_SERVER_LISTEN.
+    #[arg(long)]
     listen: Option<String>,
-    /// Shard threads (0 = one per core).
-    #[arg(long, env = "HERALD_SHARDS")]
+    /// Shard threads (0 = one per core); env HERALD_SERVER_SHARDS.
+    #[arg(long)]
     shards: Option<usize>,
-    /// I/O backend.
-    #[arg(long, env = "HERALD_IO", value_parser = ["auto", "uring", "epoll"])]
+    /// I/O backend; env HERALD_SERVER_IO.
+    #[arg(long, value_parser = ["auto", "uring", "epoll"])]
     io: Option<String>,
 }
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Validate a configuration file (with the environment applied); exit 1 with the error.
+    /// Validate a configuration file (with the environment applied); exit 2 with the error.
     Check { file: PathBuf },
     /// Print the default configuration, every key commented.
     Default,
@@ -113,6 +113,9 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&config);
+            for warning in &config.warnings {
+                tracing::warn!("{warning}");
+            }
             match herald::runtime::serve(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -124,13 +127,16 @@ fn main() -> ExitCode {
         }
         Command::Config(ConfigCommand::Check { file }) => {
             match load(Some(&file), &Overrides::default()) {
-                Ok(_) => {
+                Ok(config) => {
+                    for warning in &config.warnings {
+                        eprintln!("{}: warning: {warning}", file.display());
+                    }
                     println!("{}: ok", file.display());
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
                     eprintln!("{}: {e}", file.display());
-                    ExitCode::FAILURE
+                    ExitCode::from(2)
                 }
             }
         }

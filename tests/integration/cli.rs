@@ -67,14 +67,67 @@ fn serve_refuses_bad_config_and_the_public_key_off_loopback() {
     );
     let out = Command::new(herald_bin())
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("HERALD_SERVER_NOPE", "1")
+        .env("HERALD_SERVER_SHARDS", "many")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("HERALD_SERVER_NOPE"),
+        String::from_utf8_lossy(&out.stderr).contains("HERALD_SERVER_SHARDS"),
         "{out:?}"
     );
+    // A config error is exit code 2 from `config check` too.
+    let dir = TempDir::new();
+    let file = dir.0.join("bad.toml");
+    std::fs::write(&file, "[server]\nshardz = 2\n").unwrap();
+    assert_eq!(
+        run(&["config", "check", file.to_str().unwrap()])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+/// Variables a platform sets (Kubernetes: HERALD_PORT, HERALD_SERVICE_HOST… for a Service
+/// named `herald`) do not stop Herald: they are named in a warning, the nearest key with a
+/// typo's.
+#[test]
+fn unknown_environment_variables_are_warnings() {
+    let dir = TempDir::new();
+    let file = dir.0.join("ok.toml");
+    std::fs::write(&file, "").unwrap();
+    let out = Command::new(herald_bin())
+        .args(["config", "check", file.to_str().unwrap()])
+        .env("HERALD_PORT", "tcp://10.0.0.1:5000")
+        .env("HERALD_SERVER_LISTN", "127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("HERALD_PORT names no configuration key"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("did you mean HERALD_SERVER_LISTEN?"),
+        "{stderr}"
+    );
+    let mut child = Command::new(herald_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1"])
+        .env("HERALD_PORT", "tcp://10.0.0.1:5000")
+        .env("HERALD_SERVICE_PORT", "5000")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("herald listening on"), "{line:?}");
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[test]
