@@ -67,6 +67,8 @@ pub struct ShardMetrics {
     tls_failures: Cell<u64>,
     silent_sockets: Cell<u64>,
     closes: [Cell<u64>; CloseReason::CODES.len()],
+    /// Connections that ended before their handshake completed, by reason.
+    failures: [Cell<u64>; CloseReason::CODES.len()],
     http_faults: [Cell<u64>; HttpFault::CODES.len()],
     http_requests: Cell<u64>,
     /// Times reading from a client was paused, and microseconds it stayed paused, by reason.
@@ -89,6 +91,7 @@ impl ShardMetrics {
             tls_failures: Cell::new(0),
             silent_sockets: Cell::new(0),
             closes: std::array::from_fn(|_| Cell::new(0)),
+            failures: std::array::from_fn(|_| Cell::new(0)),
             http_faults: std::array::from_fn(|_| Cell::new(0)),
             http_requests: Cell::new(0),
             input_pauses: std::array::from_fn(|_| Cell::new(0)),
@@ -128,8 +131,11 @@ impl ShardMetrics {
     pub fn silent_socket(&self) {
         Self::bump(&self.silent_sockets, 1);
     }
-    pub fn closed(&self, reason: &CloseReason) {
-        Self::bump(&self.closes[reason.index()], 1);
+    /// A connection ended: one that `opened` (completed its handshake) is a close, one that
+    /// did not a failure, so that opened = closed + open.
+    pub fn closed(&self, reason: &CloseReason, opened: bool) {
+        let counts = if opened { &self.closes } else { &self.failures };
+        Self::bump(&counts[reason.index()], 1);
     }
     pub fn http_fault(&self, fault: &HttpFault) {
         Self::bump(&self.http_faults[fault.index()], 1);
@@ -169,6 +175,7 @@ impl ShardMetrics {
             tls_failures: self.tls_failures.get(),
             silent_sockets: self.silent_sockets.get(),
             closes: get(&self.closes),
+            failures: get(&self.failures),
             http_faults: get(&self.http_faults),
             http_requests: self.http_requests.get(),
             input_pauses: std::array::from_fn(|i| self.input_pauses[i].get()),
@@ -196,6 +203,7 @@ pub struct Snapshot {
     pub tls_failures: u64,
     pub silent_sockets: u64,
     pub closes: Vec<u64>,
+    pub failures: Vec<u64>,
     pub http_faults: Vec<u64>,
     pub http_requests: u64,
     pub input_pauses: [u64; Pause::ALL.len()],
@@ -220,6 +228,7 @@ impl Snapshot {
         add(&mut self.messages_out, &other.messages_out);
         add(&mut self.invocation_errors, &other.invocation_errors);
         add(&mut self.closes, &other.closes);
+        add(&mut self.failures, &other.failures);
         add(&mut self.http_faults, &other.http_faults);
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
@@ -326,12 +335,24 @@ impl Snapshot {
             o,
             "herald_connections_closed_total",
             "counter",
-            "Closed connections, by reason.",
+            "Connections that completed the handshake and then closed, by reason (opened = closed + open).",
         );
         for (code, n) in CloseReason::CODES.iter().zip(&self.closes) {
             let _ = writeln!(
                 o,
                 "herald_connections_closed_total{{reason=\"{code}\"}} {n}"
+            );
+        }
+        header(
+            o,
+            "herald_connections_failed_total",
+            "counter",
+            "Connections that ended before completing the handshake, by reason.",
+        );
+        for (code, n) in CloseReason::CODES.iter().zip(&self.failures) {
+            let _ = writeln!(
+                o,
+                "herald_connections_failed_total{{reason=\"{code}\"}} {n}"
             );
         }
         counter(
@@ -375,7 +396,7 @@ impl Snapshot {
             let _ = writeln!(
                 o,
                 "herald_protocol_errors_total{{kind=\"{kind}\"}} {}",
-                self.closes[reason.index()]
+                self.closes[reason.index()] + self.failures[reason.index()]
             );
         }
         counter(

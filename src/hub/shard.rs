@@ -219,7 +219,7 @@ impl Shard {
         }
         self.state.borrow_mut().conns.remove(&conn.id);
         self.node.registry.end(conn.id, until);
-        self.metrics.closed(reason);
+        self.metrics.closed(reason, conn.was_opened());
     }
 
     /// Delivers a publish on this shard and hands it to every other shard that may hold a
@@ -302,6 +302,17 @@ impl Shard {
     /// consumer (it closes itself). Returns whether the message was queued.
     pub fn send_to(&self, conn: &Connection, message: &Encoded) -> bool {
         self.counted(conn.send(message))
+    }
+
+    /// Queues bytes already in wire form for `conn` (a pong); a connection whose queue
+    /// overflows is counted as a slow consumer, as for any send. `Err` says why it ends.
+    pub fn send_raw(&self, conn: &Connection, bytes: &[u8]) -> Result<(), CloseReason> {
+        let sent = conn.push_raw(bytes);
+        if self.counted(sent) {
+            Ok(())
+        } else {
+            Err(conn.refusal())
+        }
     }
 
     /// Counts a slow consumer cut by a send; returns whether the send queued.

@@ -147,3 +147,59 @@ async fn large_messages_and_group_limit(io: &'static str) {
     );
 }
 both_backends!(large_messages_and_group_limit);
+
+/// One counter per fact: connections opened = closed + open, and one that never finished its
+/// handshake is a failure, not a close.
+async fn opened_closed_and_failed_add_up(io: &'static str) {
+    let server = Server::builder(io).shards(1).start();
+    let sum = |prefix: &'static str| {
+        let server = &server;
+        async move {
+            let res = crate::support::http(server.addr, "GET", "/metrics", &[], b"").await;
+            res.text()
+                .lines()
+                .filter(|l| l.starts_with(prefix))
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+                .sum::<f64>()
+        }
+    };
+    let a = Client::connect(&server).await;
+    let b = Client::connect(&server).await;
+    let mut bad = Client::open(
+        &server,
+        &Connect {
+            hub: "chat",
+            token: None,
+            skip_negotiate: false,
+        },
+    )
+    .await
+    .unwrap();
+    bad.send_text(&format!("{{\"protocol\":\"nope\",\"version\":1}}{RS}"))
+        .await;
+    assert!(bad.next_text().await.unwrap().contains("error"));
+    drop(a);
+    eventually(
+        "the handshake failure and the close are counted",
+        || async {
+            metric(
+                &server,
+                "herald_connections_failed_total{reason=\"handshake_failed\"}",
+            )
+            .await
+                == 1.0
+                && sum("herald_connections_closed_total{").await == 1.0
+        },
+    )
+    .await;
+    let opened = metric(&server, "herald_connections_opened_total").await;
+    let open = sum("herald_connections{").await;
+    assert_eq!(opened, 2.0);
+    assert_eq!(opened, sum("herald_connections_closed_total{").await + open);
+    assert_eq!(
+        metric(&server, "herald_protocol_errors_total{kind=\"handshake\"}").await,
+        1.0
+    );
+    drop(b);
+}
+both_backends!(opened_closed_and_failed_add_up);

@@ -221,9 +221,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 // handled, while this loop's state lives as long as the (mostly idle)
                 // connection.
                 Event::Data { payload, .. } => Box::pin(session.receive(&payload)).await,
-                Event::Ping(payload) => conn
-                    .push_raw(&frame::encode(OpCode::Pong, &payload))
-                    .map_err(|_| conn.refusal()),
+                Event::Ping(payload) => {
+                    shard.send_raw(&conn, &frame::encode(OpCode::Pong, &payload))
+                }
                 Event::Pong => Ok(()),
                 Event::Close { .. } => Err(CloseReason::ClientClosed),
             };
