@@ -251,16 +251,7 @@ both_backends!(connection_ids);
 async fn websocket_violations(io: &'static str) {
     let server = Server::start(io);
     let mut bystander = Client::connect(&server).await;
-    let mut s = TcpStream::connect(server.addr).await.unwrap();
-    let req = format!(
-        "GET /hubs/chat HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        server.addr
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut head = vec![0u8; 1024];
-    let n = s.read(&mut head).await.unwrap();
-    let head = String::from_utf8_lossy(&head[..n]).to_string();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (mut s, head) = raw_upgrade(&server, "HTTP/1.1").await.unwrap();
     assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
     // An unmasked client frame.
     s.write_all(b"\x81\x05hello").await.unwrap();
@@ -278,8 +269,8 @@ async fn websocket_violations(io: &'static str) {
 both_backends!(websocket_violations);
 
 /// Upgrades a raw socket to a WebSocket on hub chat (`version` is the request's HTTP
-/// version); the socket, or the refusal's status line.
-async fn raw_upgrade(server: &Server, version: &str) -> Result<TcpStream, String> {
+/// version); the socket and the 101 answer's head, or the refusal.
+async fn raw_upgrade(server: &Server, version: &str) -> Result<(TcpStream, String), String> {
     let mut s = TcpStream::connect(server.addr).await.unwrap();
     let req = format!(
         "GET /hubs/chat {version}\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
@@ -290,7 +281,7 @@ async fn raw_upgrade(server: &Server, version: &str) -> Result<TcpStream, String
     let n = s.read(&mut head).await.unwrap();
     let head = String::from_utf8_lossy(&head[..n]).to_string();
     if head.starts_with("HTTP/1.1 101") {
-        Ok(s)
+        Ok((s, head))
     } else {
         Err(head)
     }
@@ -306,7 +297,7 @@ fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
 
 /// Sends `frame` and returns the code of the close frame the server answers with.
 async fn close_code_for(server: &Server, frame: &[u8]) -> u16 {
-    let mut s = raw_upgrade(server, "HTTP/1.1").await.unwrap();
+    let (mut s, _) = raw_upgrade(server, "HTTP/1.1").await.unwrap();
     s.write_all(frame).await.unwrap();
     let mut rest = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))

@@ -89,24 +89,23 @@ burst!(javascript_burst_long_polling_json, "json", "lp");
 burst!(javascript_burst_server_sent_events_json, "json", "sse");
 
 async fn javascript_burst(io: &'static str, protocol: &'static str, transport: &'static str) {
-    let dir = compat_dir();
-    assert!(
-        dir.join("node_modules/@microsoft/signalr").exists(),
-        "@microsoft/signalr is not installed: run tests/run, or `npm ci` in tests/compat"
-    );
-    let server = server(io);
-    let mut cmd = Command::new("node");
-    cmd.arg(dir.join("burst.mjs"))
-        .arg(server.url(""))
-        .arg(transport)
-        .arg(protocol);
-    tokio::task::spawn_blocking(move || run(cmd, "@microsoft/signalr burst"))
-        .await
-        .unwrap();
-    drop(server);
+    node_script(
+        io,
+        "burst.mjs",
+        &[transport, protocol],
+        "@microsoft/signalr burst",
+    )
+    .await
 }
 
 async fn javascript(io: &'static str, protocol: &'static str, transport: &'static str) {
+    let (alice, carol) = (token(&["--user", "alice"]), token(&["--user", "carol"]));
+    let args = [alice.as_str(), carol.as_str(), protocol, transport];
+    node_script(io, "chat.mjs", &args, "@microsoft/signalr chat scenario").await
+}
+
+/// Runs `node tests/compat/SCRIPT BASE_URL ARGS…` against a fresh server on `io`.
+async fn node_script(io: &'static str, script: &str, args: &[&str], what: &'static str) {
     let dir = compat_dir();
     assert!(
         dir.join("node_modules/@microsoft/signalr").exists(),
@@ -114,13 +113,8 @@ async fn javascript(io: &'static str, protocol: &'static str, transport: &'stati
     );
     let server = server(io);
     let mut cmd = Command::new("node");
-    cmd.arg(dir.join("chat.mjs"))
-        .arg(server.url(""))
-        .arg(token(&["--user", "alice"]))
-        .arg(token(&["--user", "carol"]))
-        .arg(protocol)
-        .arg(transport);
-    tokio::task::spawn_blocking(move || run(cmd, "@microsoft/signalr chat scenario"))
+    cmd.arg(dir.join(script)).arg(server.url("")).args(args);
+    tokio::task::spawn_blocking(move || run(cmd, what))
         .await
         .unwrap();
     drop(server);
