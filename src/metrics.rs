@@ -414,50 +414,29 @@ impl Snapshot {
         for (code, n) in HttpFault::CODES.iter().zip(&self.http_faults) {
             let _ = writeln!(o, "herald_http_errors_total{{code=\"{code}\"}} {n}");
         }
-        header(
+        per_pause(
             o,
             "herald_input_pauses_total",
             "counter",
             "Times Herald stopped reading from a client, by reason: its own outbound queue above \
              the high watermark (outbound), the node's budget for unfinished messages spent \
              (input_budget), or recipients of what it published backed up (recipients).",
+            |i| self.input_pauses[i].to_string(),
         );
-        for why in Pause::ALL {
-            let _ = writeln!(
-                o,
-                "herald_input_pauses_total{{reason=\"{}\"}} {}",
-                why.name(),
-                self.input_pauses[why.index()]
-            );
-        }
-        header(
+        per_pause(
             o,
             "herald_input_paused_seconds_total",
             "counter",
             "Time clients spent not being read, by reason (counted when reading resumes).",
+            |i| format!("{:.6}", self.input_paused_us[i] as f64 / 1e6),
         );
-        for why in Pause::ALL {
-            let _ = writeln!(
-                o,
-                "herald_input_paused_seconds_total{{reason=\"{}\"}} {:.6}",
-                why.name(),
-                self.input_paused_us[why.index()] as f64 / 1e6
-            );
-        }
-        header(
+        per_pause(
             o,
             "herald_input_paused_connections",
             "gauge",
             "Connections not being read now, by reason.",
+            |i| self.paused[i].to_string(),
         );
-        for why in Pause::ALL {
-            let _ = writeln!(
-                o,
-                "herald_input_paused_connections{{reason=\"{}\"}} {}",
-                why.name(),
-                self.paused[why.index()]
-            );
-        }
         header(
             o,
             "herald_input_buffered_bytes",
@@ -501,6 +480,19 @@ fn per_hub(o: &mut String, hubs: &Hubs, name: &str, help: &str, values: &[u64]) 
             o,
             "{name}{{hub=\"{}\"}} {}",
             hub.name, values[hub.id as usize]
+        );
+    }
+}
+
+/// One sample per reason reading can be paused for.
+fn per_pause(o: &mut String, name: &str, kind: &str, help: &str, value: impl Fn(usize) -> String) {
+    header(o, name, kind, help);
+    for why in Pause::ALL {
+        let _ = writeln!(
+            o,
+            "{name}{{reason=\"{}\"}} {}",
+            why.name(),
+            value(why.index())
         );
     }
 }

@@ -629,7 +629,8 @@ impl Connection {
             trackable,
         });
         drop(out);
-        self.track_backlog(queued);
+        // Not closing: `push` refuses bytes once the connection is.
+        self.track_backlog(queued, false);
         if was_empty {
             self.wake();
         }
@@ -644,15 +645,15 @@ impl Connection {
             high,
             low,
         });
-        self.track_backlog(self.queued_bytes());
+        self.track_backlog(self.queued_bytes(), self.is_closing());
     }
 
-    /// Notes whether the queue, now `queued` bytes, is backed up.
-    fn track_backlog(&self, queued: usize) {
+    /// Notes whether the queue, now `queued` bytes, is backed up (a `closing` connection
+    /// never is: it holds nobody back).
+    fn track_backlog(&self, queued: usize, closing: bool) {
         let Some(watch) = self.watch.get() else {
             return;
         };
-        let closing = self.close.borrow().is_some();
         let backed_up = self.backed_up.get();
         if !backed_up && queued > watch.high && !closing {
             self.backed_up.set(true);
@@ -746,8 +747,7 @@ impl Connection {
                 out.queue.push_back(front);
             }
         }
-        // A closing connection holds nobody back.
-        self.track_backlog(0);
+        self.track_backlog(0, true);
         self.wake();
     }
 
@@ -837,7 +837,7 @@ impl Connection {
         drop(out);
         if drained.bytes > 0 {
             self.last_sent.set(now);
-            self.track_backlog(queued);
+            self.track_backlog(queued, self.is_closing());
             if self.input_paused.get().is_some() {
                 self.wake_reader();
             }

@@ -651,10 +651,20 @@ impl Shard {
             let now = Instant::now();
             self.clock.set(now);
             let conns: Vec<Rc<Connection>> = self.state.borrow().conns.values().cloned().collect();
-            self.resume_budget_paused(&conns);
-            self.resume_recipient_waits(&conns);
             let disconnect_timeout = Duration::from_millis(c.disconnect_timeout_ms);
+            let under_budget = !self.node.input.is_over();
+            let mut budget_paused = Vec::new();
             for conn in conns {
+                // Reading paused: one waiting for recipients looks again (its wait may be
+                // over); those paused for the input budget resume once it is free, those
+                // paused first first.
+                match conn.input_paused() {
+                    Some((Pause::Recipients, _)) => conn.wake_input(),
+                    Some((Pause::Budget, since)) if under_budget => {
+                        budget_paused.push((since, conn.clone()));
+                    }
+                    _ => {}
+                }
                 // Stateful reconnect: a connection without a transport waits for its client
                 // up to the disconnect timeout (or ends at once if asked to close).
                 if let Some(since) = conn.disconnected_since() {
@@ -710,40 +720,13 @@ impl Shard {
                     _ => {}
                 }
             }
+            budget_paused.sort_by_key(|(since, _)| *since);
+            for (_, conn) in budget_paused {
+                conn.wake_input();
+            }
             if ticks.is_multiple_of(64) {
                 self.state.borrow_mut().index.purge(now);
                 self.node.registry.purge(now, self.id, self.node.shards());
-            }
-        }
-    }
-}
-
-impl Shard {
-    /// Wakes this shard's connections paused for the input budget once the node is back
-    /// under it, those paused first first.
-    fn resume_budget_paused(&self, conns: &[Rc<Connection>]) {
-        if self.node.input.is_over() {
-            return;
-        }
-        let mut paused: Vec<(Instant, &Rc<Connection>)> = conns
-            .iter()
-            .filter_map(|c| match c.input_paused() {
-                Some((Pause::Budget, since)) => Some((since, c)),
-                _ => None,
-            })
-            .collect();
-        paused.sort_by_key(|(since, _)| *since);
-        for (_, conn) in paused {
-            conn.wake_input();
-        }
-    }
-
-    /// Wakes this shard's connections waiting for backed-up recipients, so that one waiting
-    /// past `connections.recipient_wait_ms` goes on.
-    fn resume_recipient_waits(&self, conns: &[Rc<Connection>]) {
-        for conn in conns {
-            if matches!(conn.input_paused(), Some((Pause::Recipients, _))) {
-                conn.wake_input();
             }
         }
     }

@@ -14,16 +14,23 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::both_backends;
 use crate::support::{AnyWs, Client, RS, Server, connection_token, eventually, http, metric, rest};
 
-/// `n` Send invocations of `size`-byte texts numbered from 0, concatenated as the official
-/// JavaScript client sends a burst: one transport message.
-fn burst(n: usize, size: usize) -> String {
-    let mut out = String::with_capacity(n * (size + 64));
-    for i in 0..n {
-        let text = format!("{i:06}:{}", "x".repeat(size - 7));
-        let msg = json!({"type": 1, "target": "Send", "arguments": ["burst", text]});
+/// Send invocations from `name` of each of `texts`, concatenated into one transport message.
+fn sends<S: AsRef<str>>(name: &str, texts: impl IntoIterator<Item = S>) -> String {
+    let mut out = String::new();
+    for text in texts {
+        let msg = json!({"type": 1, "target": "Send", "arguments": [name, text.as_ref()]});
         out.push_str(&format!("{msg}{RS}"));
     }
     out
+}
+
+/// `n` Send invocations of `size`-byte texts numbered from 0, concatenated as the official
+/// JavaScript client sends a burst: one transport message.
+fn burst(n: usize, size: usize) -> String {
+    sends(
+        "burst",
+        (0..n).map(|i| format!("{i:06}:{}", "x".repeat(size - 7))),
+    )
 }
 
 /// Reads `n` broadcastMessage invocations and checks they are the burst's, in order.
@@ -151,16 +158,15 @@ async fn an_oversized_message_in_a_batch_ends_only_its_connection(io: &'static s
     let mut other = Client::connect(&server).await;
     bad.expect_invocation("joined").await;
     other.expect_invocation("joined").await;
-    let mut batch = String::new();
-    for text in [
-        "one".to_string(),
-        "two".into(),
-        "x".repeat(40_000),
-        "four".into(),
-    ] {
-        let msg = json!({"type": 1, "target": "Send", "arguments": ["bad", text]});
-        batch.push_str(&format!("{msg}{RS}"));
-    }
+    let batch = sends(
+        "bad",
+        [
+            "one".to_string(),
+            "two".into(),
+            "x".repeat(40_000),
+            "four".into(),
+        ],
+    );
     bad.send_text(&batch).await;
     let mut close = None;
     let mut code = None;
@@ -219,11 +225,7 @@ async fn a_batch_cut_off_mid_message(io: &'static str) {
     let mut other = Client::connect(&server).await;
     let mut cut = Client::connect(&server).await;
     cut.expect_invocation("joined").await;
-    let mut batch = String::new();
-    for text in ["a", "b", "c"] {
-        let msg = json!({"type": 1, "target": "Send", "arguments": ["cut", text]});
-        batch.push_str(&format!("{msg}{RS}"));
-    }
+    let mut batch = sends("cut", ["a", "b", "c"]);
     batch.push_str(r#"{"type":1,"target":"Send","arguments":["cut","never fin"#);
     cut.send_text(&batch).await;
     for text in ["a", "b", "c"] {
