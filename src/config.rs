@@ -174,10 +174,10 @@ pub struct ConnectionsConfig {
     pub send_timeout_ms: u64,
     pub max_message_bytes: usize,
     pub outbound_queue_bytes: usize,
-    /// Reading from a client pauses while its own queue holds more than this (0: half of
-    /// `outbound_queue_bytes`) …
+    /// Reading from a client pauses while its own queue holds more than this (0: a quarter
+    /// of `outbound_queue_bytes`) …
     pub outbound_high_watermark_bytes: usize,
-    /// … and resumes once it holds at most this (0: a quarter of `outbound_queue_bytes`).
+    /// … and resumes once it holds at most this (0: an eighth of `outbound_queue_bytes`).
     pub outbound_low_watermark_bytes: usize,
     /// Longest a publisher is held back while recipients in its hub are backed up.
     pub recipient_wait_ms: u64,
@@ -222,7 +222,7 @@ impl ConnectionsConfig {
     /// The queue size above which reading from a client pauses.
     pub fn high_watermark(&self) -> usize {
         match self.outbound_high_watermark_bytes {
-            0 => self.outbound_queue_bytes / 2,
+            0 => self.outbound_queue_bytes / 4,
             n => n,
         }
     }
@@ -230,7 +230,7 @@ impl ConnectionsConfig {
     /// The queue size at or below which reading resumes.
     pub fn low_watermark(&self) -> usize {
         match self.outbound_low_watermark_bytes {
-            0 => self.high_watermark().min(self.outbound_queue_bytes / 4),
+            0 => self.high_watermark().min(self.outbound_queue_bytes / 8),
             n => n,
         }
     }

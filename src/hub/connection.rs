@@ -323,10 +323,10 @@ pub struct Connection {
     /// It published since Herald last looked (it may have to wait for its recipients).
     published: Cell<bool>,
     /// Waiting for backed-up recipients: since when no recipient made progress, and the
-    /// hub's drain count then.
+    /// hub's progress count then.
     recipient_progress: Cell<Option<(Instant, u64)>>,
     /// It waited the longest allowed without any progress: it goes on until a recipient
-    /// drains again (the hub's drain count moves past this one).
+    /// makes progress again (the hub's progress count moves past this one).
     pressure_exempt: Cell<Option<u64>>,
     groups: RefCell<std::collections::HashSet<Arc<str>>>,
     /// Leaves without a `left` event (the whole hub is being closed).
@@ -689,14 +689,19 @@ impl Connection {
         self.published.set(true);
     }
 
+    /// Whether it published since Herald last looked (without looking).
+    pub fn has_published(&self) -> bool {
+        self.published.get()
+    }
+
     /// Whether it published since the last call.
     pub fn take_published(&self) -> bool {
         self.published.replace(false)
     }
 
-    /// How many times a backed-up connection of the hub drained so far.
-    pub fn recipient_falls(&self) -> u64 {
-        self.watch.get().map_or(0, |w| w.pressure.falls())
+    /// The hub's backed-up connections' progress so far (see [`Pressure::progress`]).
+    pub fn recipient_progress_count(&self) -> u64 {
+        self.watch.get().map_or(0, |w| w.pressure.progress())
     }
 
     pub fn recipient_progress(&self) -> Option<(Instant, u64)> {
@@ -838,6 +843,13 @@ impl Connection {
         if drained.bytes > 0 {
             self.last_sent.set(now);
             self.track_backlog(queued, self.is_closing());
+            // A backed-up queue being written is progress for the publishers waiting on it,
+            // even before it drains to the low watermark.
+            if self.backed_up.get()
+                && let Some(watch) = self.watch.get()
+            {
+                watch.pressure.progressed();
+            }
             if self.input_paused.get().is_some() {
                 self.wake_reader();
             }

@@ -358,8 +358,9 @@ impl InputBudget {
 #[derive(Default)]
 pub struct Pressure {
     backed_up: AtomicUsize,
-    /// Times a backed-up connection drained (or closed): the progress publishers wait for.
-    falls: std::sync::atomic::AtomicU64,
+    /// Writes to backed-up connections, and their draining or closing: the progress that
+    /// keeps publishers waiting rather than going on.
+    progress: std::sync::atomic::AtomicU64,
     waiters: Mutex<Vec<std::task::Waker>>,
 }
 
@@ -372,7 +373,7 @@ impl Pressure {
     /// A connection's queue drained (or it closed): the publishers waiting look again.
     pub fn fall(&self) {
         self.backed_up.fetch_sub(1, Ordering::Relaxed);
-        self.falls.fetch_add(1, Ordering::Relaxed);
+        self.progressed();
         let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
         for w in waiters {
             w.wake();
@@ -384,9 +385,15 @@ impl Pressure {
         self.backed_up.load(Ordering::Relaxed)
     }
 
-    /// How many times a backed-up connection drained so far.
-    pub fn falls(&self) -> u64 {
-        self.falls.load(Ordering::Relaxed)
+    /// A backed-up connection's socket took some of its queue.
+    pub fn progressed(&self) {
+        self.progress.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Progress so far: it moves whenever a backed-up connection is written to, drains or
+    /// closes.
+    pub fn progress(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
     }
 
     /// Wakes `waker` at the next fall.

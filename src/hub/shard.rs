@@ -517,6 +517,28 @@ impl Shard {
         }
     }
 
+    /// Waits until every other shard has delivered what this one handed it so far (their
+    /// inboxes are FIFO). A connection that published a large piece waits for this before it
+    /// is read again, so its recipients on other shards are seen to be backed up (and hold it
+    /// back) before it hands them more: without it, a fast publisher could fill another
+    /// shard's inbox with megabytes that then land on one recipient at once.
+    pub async fn delivered_everywhere(self: &Rc<Self>) {
+        let mut replies = Vec::with_capacity(self.node.shards());
+        for shard in (0..self.node.shards()).filter(|s| *s != self.id) {
+            let (tx, rx) = oneshot::channel::<()>();
+            self.node
+                .inbox(shard)
+                .send(ShardMsg::Run(super::node::Task(Box::new(move |_| {
+                    let _ = tx.send(());
+                }))))
+                .await;
+            replies.push(rx);
+        }
+        for rx in replies {
+            let _ = rx.await;
+        }
+    }
+
     /// Runs `task` on shard `target` (here at once if it is this shard).
     pub async fn run_on(
         self: &Rc<Self>,

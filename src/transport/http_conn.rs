@@ -164,7 +164,13 @@ async fn receive(id: ConnectionId, piece: Bytes, wait: bool) -> Result<(), HttpF
         Ok(()) => {
             hc.conn.touch_received(hc.shard.coarse_now());
             hc.shard.metrics.bytes_in(piece.len());
-            session.receive(&piece).await
+            let outcome = session.receive(&piece).await;
+            // As for a WebSocket: what a piece published reaches the other shards before
+            // the next piece is read (`Shard::delivered_everywhere`).
+            if wait && hc.conn.has_published() && hc.shard.node.shards() > 1 {
+                hc.shard.delivered_everywhere().await;
+            }
+            outcome
         }
         // Closing meanwhile: what remains of the body is of no use.
         Err(()) => Ok(()),

@@ -7,8 +7,8 @@
 //! `outbound_low_watermark_bytes`; not while the node holds more than
 //! `connections.input_budget_bytes` of unfinished messages and this client holds one of them;
 //! and, when it has just published, not while other connections of its hub are backed up —
-//! on any shard — as long as they drain (a recipient that makes no progress for
-//! `connections.recipient_wait_ms` no longer holds it back), so a burst goes out at the pace
+//! on any shard — as long as their sockets take bytes (recipients that make no progress for
+//! `connections.recipient_wait_ms` no longer hold it back), so a burst goes out at the pace
 //! its recipients take it (a long-polling recipient can hold only its queue between two
 //! polls). Not reading lets TCP push back on the client, which slows down instead of being
 //! cut. The slow-consumer cut stays for a client that does not read at all while others
@@ -26,6 +26,7 @@ use crate::hub::{Connection, Shard};
 pub fn gate(shard: &Shard, conn: &Connection, has_partial: bool) -> Result<(), Pause> {
     let paused = conn.input_paused();
     let wanted = wanted(shard, conn, has_partial, paused);
+
     // Pauses are rare: their start and end are timed precisely, not by the shard's tick.
     match (paused, wanted) {
         (None, None) => Ok(()),
@@ -84,19 +85,19 @@ fn wanted(
         conn.set_recipient_progress(None);
         return None;
     }
-    let falls = conn.recipient_falls();
+    let progress = conn.recipient_progress_count();
     match conn.pressure_exempt() {
-        Some(at) if at == falls => return None,
+        Some(at) if at == progress => return None,
         Some(_) => conn.set_pressure_exempt(None),
         None => {}
     }
     match (paused, conn.recipient_progress()) {
         (Some((Pause::Recipients, _)), Some((since, seen))) => {
-            if seen != falls {
-                conn.set_recipient_progress(Some((Instant::now(), falls)));
+            if seen != progress {
+                conn.set_recipient_progress(Some((Instant::now(), progress)));
                 Some(Pause::Recipients)
             } else if since.elapsed() >= wait {
-                conn.set_pressure_exempt(Some(falls));
+                conn.set_pressure_exempt(Some(progress));
                 conn.set_recipient_progress(None);
                 None
             } else {
@@ -104,7 +105,7 @@ fn wanted(
             }
         }
         _ if published => {
-            conn.set_recipient_progress(Some((Instant::now(), falls)));
+            conn.set_recipient_progress(Some((Instant::now(), progress)));
             Some(Pause::Recipients)
         }
         _ => None,

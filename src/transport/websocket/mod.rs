@@ -233,7 +233,12 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         turns += 1;
-        if more || turns >= TURNS_PER_YIELD {
+        if more && conn.has_published() && shard.node.shards() > 1 {
+            // A large piece published: its recipients on other shards take it before more is
+            // read (see `Shard::delivered_everywhere`); waiting also lets the others run.
+            turns = 0;
+            shard.delivered_everywhere().await;
+        } else if more || turns >= TURNS_PER_YIELD {
             turns = 0;
             tokio::task::yield_now().await;
         }
