@@ -8,7 +8,7 @@
 //! deny_unknown_fields)]` struct with `Default` and its own `validate()`: `[server]` and
 //! `[connections]` in [`crate::transport::config`], `[auth]` in [`crate::identity::config`],
 //! `[cluster]` in [`crate::backplane::config`], `[hubs.NAME]` in [`crate::hub::config`],
-//! `[log]` in [`log`]. This module gathers them into [`Config`], loads it, and checks what
+//! `[log]` in `config::log`. This module gathers them into [`Config`], loads it, and checks what
 //! spans sections. A new module adds its section as one field of [`Config`] and one line of
 //! [`Config::validate`]. The sections depend on this module only for [`Invalid`].
 
