@@ -91,9 +91,16 @@ impl ConfigError {
 
     fn parse(origin: &str, text: &str, e: &toml::de::Error) -> ConfigError {
         let at = e.span().map(|span| {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line_start = before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let column = String::from_utf8_lossy(&before[line_start..])
+                .chars()
+                .count()
+                + 1;
             (line, column)
         });
         ConfigError::Parse {
@@ -193,7 +200,12 @@ impl Config {
         &mut self,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(), ConfigError> {
-        let mut tree = toml::Value::try_from(&*self).expect("a configuration is a TOML tree");
+        // Only a configuration built in code can fail here (an integer beyond TOML's i64).
+        let mut tree = toml::Value::try_from(&*self).map_err(|e| ConfigError::Parse {
+            origin: "configuration".into(),
+            at: None,
+            message: e.to_string(),
+        })?;
         let mut applied: Option<Config> = None;
         for (var, value) in env {
             let Some(rest) = var.strip_prefix("HERALD_") else {
@@ -240,7 +252,8 @@ impl Config {
         self.cluster.validate()?;
         self.log.validate()?;
         validate_hubs(&self.hubs)?;
-        let listen = self.listen_addr();
+        let listen = resolve_listen(&self.server.listen)
+            .map_err(|reason| Invalid::new("server.listen", reason))?;
         if self.auth.access_key == DEVELOPMENT_ACCESS_KEY && !listen.ip().is_loopback() {
             return Err(Invalid::new(
                 "auth.access_key",
@@ -334,6 +347,10 @@ mod tests {
         std::fs::write(&file, "[server]\nlisten = 5\n").unwrap();
         let err = Config::load(Some(&file), Vec::new(), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("bad.toml:2:10: "), "{err}");
+        // Columns count characters, not bytes.
+        std::fs::write(&file, "[hubs.chat]\njoined_method = \"été\" x\n").unwrap();
+        let err = Config::load(Some(&file), Vec::new(), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("bad.toml:2:23: "), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
