@@ -138,7 +138,13 @@ fn init(file: &std::path::Path) -> ExitCode {
         .create_new(true)
         .mode(0o600)
         .open(file)
-        .and_then(|mut f| f.write_all(Config::default_with_fresh_secrets().as_bytes()));
+        .and_then(|mut f| {
+            f.write_all(Config::default_with_fresh_secrets().as_bytes())
+                .inspect_err(|_| {
+                    // A half-written file would not load: take it away again.
+                    let _ = std::fs::remove_file(file);
+                })
+        });
     match written {
         Ok(()) => {
             eprintln!(
