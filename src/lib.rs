@@ -4,7 +4,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`config`] | the TOML schema, defaults, validation, environment and flag overrides |
+//! | [`config`] | the root of the TOML schema, loading, environment and flag overrides, checks across sections (each section, with its defaults and checks, is a `config` module beside the code it configures) |
 //! | [`runtime`] | shard threads, the io_uring and epoll backends, shutdown |
 //! | [`protocol`] | the SignalR handshake and hub messages, JSON encoding (pure) |
 //! | [`transport`] | HTTP routing, negotiate, the WebSocket transport |

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use herald::config::{Config, IoMode, LogFormat, Overrides};
+use herald::config::{Config, ConfigError, IoMode, LogFormat, Overrides};
 use herald::identity::principal;
 
 #[global_allocator]
@@ -30,6 +30,8 @@ enum Command {
     Config(ConfigCommand),
     /// Mint a token signed with the configured access key and print it.
     Token(TokenArgs),
+    /// Write a new configuration file: the defaults, with a freshly generated access key.
+    Init(InitArgs),
 }
 
 #[derive(Args)]
@@ -37,7 +39,8 @@ struct ServeArgs {
     /// Configuration file (default: the embedded config/herald.toml).
     #[arg(long, env = "HERALD_CONFIG")]
     config: Option<PathBuf>,
-    /// Address to listen on, IP:PORT (port 0 picks a free port); env HERALD_SERVER_LISTEN.
+    /// Address to listen on, IP:PORT or HOST:PORT (port 0 picks a free port); env
+    /// HERALD_SERVER_LISTEN.
     #[arg(long)]
     listen: Option<String>,
     /// Shard threads (0 = one per core); env HERALD_SERVER_SHARDS.
@@ -53,7 +56,18 @@ enum ConfigCommand {
     /// Validate a configuration file (with the environment applied); exit 2 with the error.
     Check { file: PathBuf },
     /// Print the default configuration, every key commented.
-    Default,
+    Default {
+        /// With a freshly generated access key instead of the public development key.
+        #[arg(long)]
+        secrets: bool,
+    },
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// Where to write it; an existing file is left alone.
+    #[arg(default_value = "herald.toml")]
+    file: PathBuf,
 }
 
 #[derive(Args)]
@@ -75,8 +89,8 @@ struct TokenArgs {
     audience: Option<String>,
 }
 
-fn load(path: Option<&PathBuf>, overrides: &Overrides) -> Result<Config, String> {
-    Config::load(path.map(PathBuf::as_path), std::env::vars(), overrides).map_err(|e| e.to_string())
+fn load(path: Option<&PathBuf>, overrides: &Overrides) -> Result<Config, ConfigError> {
+    Config::load(path.map(PathBuf::as_path), std::env::vars(), overrides)
 }
 
 fn init_logging(config: &Config) {
@@ -91,6 +105,63 @@ fn init_logging(config: &Config) {
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+/// Reports why `serve` stopped, once: in the log when errors are logged (so a JSON log
+/// collector gets it), else on stderr.
+fn report_failure(e: &anyhow::Error) {
+    let in_use = e
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::AddrInUse);
+    let hint = if in_use {
+        " (another process listens there: stop it, or choose another address with --listen \
+         or server.listen)"
+    } else {
+        ""
+    };
+    if tracing::enabled!(tracing::Level::ERROR) {
+        tracing::error!("{e:#}{hint}");
+    } else {
+        eprintln!("herald: {e:#}{hint}");
+    }
+}
+
+/// `herald init FILE`: the shipped configuration with a fresh access key, readable by its
+/// owner alone (it holds a secret). An existing file is never overwritten.
+fn init(file: &std::path::Path) -> ExitCode {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+        .and_then(|mut f| {
+            f.write_all(Config::default_with_fresh_secrets().as_bytes())
+                .inspect_err(|_| {
+                    // A half-written file would not load: take it away again.
+                    let _ = std::fs::remove_file(file);
+                })
+        });
+    match written {
+        Ok(()) => {
+            eprintln!(
+                "{}: written with a fresh auth.access_key; start with: herald serve --config {}",
+                file.display(),
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            eprintln!("{}: already exists; left as it is", file.display());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{}: cannot write: {e}", file.display());
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -119,8 +190,7 @@ fn main() -> ExitCode {
             match herald::runtime::serve(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("herald: {e:#}");
+                    report_failure(&e);
                     ExitCode::FAILURE
                 }
             }
@@ -134,16 +204,26 @@ fn main() -> ExitCode {
                     println!("{}: ok", file.display());
                     ExitCode::SUCCESS
                 }
+                // An error that points into the file names it already.
+                Err(e) if e.file().is_some() => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
                 Err(e) => {
                     eprintln!("{}: {e}", file.display());
                     ExitCode::from(2)
                 }
             }
         }
-        Command::Config(ConfigCommand::Default) => {
+        Command::Config(ConfigCommand::Default { secrets: false }) => {
             print!("{}", herald::config::DEFAULT_TOML);
             ExitCode::SUCCESS
         }
+        Command::Config(ConfigCommand::Default { secrets: true }) => {
+            print!("{}", Config::default_with_fresh_secrets());
+            ExitCode::SUCCESS
+        }
+        Command::Init(args) => init(&args.file),
         Command::Token(args) => {
             let config = match load(args.config.as_ref(), &Overrides::default()) {
                 Ok(config) => config,

@@ -55,6 +55,34 @@ impl Latency {
     }
 }
 
+/// Why a connection to a TLS port ended before its handshake completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// The handshake failed (a bad or unsupported client hello, an untrusted peer…).
+    Handshake,
+    /// It did not complete within `connections.handshake_timeout_ms`.
+    Timeout,
+    /// The client spoke plain HTTP; it got 400 and a hint.
+    PlainHttp,
+}
+
+impl TlsFailure {
+    pub const ALL: [TlsFailure; 3] = [
+        TlsFailure::Handshake,
+        TlsFailure::Timeout,
+        TlsFailure::PlainHttp,
+    ];
+
+    /// The `reason` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsFailure::Handshake => "handshake",
+            TlsFailure::Timeout => "timeout",
+            TlsFailure::PlainHttp => "plain_http",
+        }
+    }
+}
+
 /// One shard's metrics; only its own thread touches them.
 pub struct ShardMetrics {
     messages_in: Box<[Cell<u64>]>,
@@ -64,7 +92,7 @@ pub struct ShardMetrics {
     bytes_out: Cell<u64>,
     connections_opened: Cell<u64>,
     slow_consumers: Cell<u64>,
-    tls_failures: Cell<u64>,
+    tls_failures: [Cell<u64>; TlsFailure::ALL.len()],
     silent_sockets: Cell<u64>,
     closes: [Cell<u64>; CloseReason::CODES.len()],
     /// Connections that ended before their handshake completed, by reason.
@@ -88,7 +116,7 @@ impl ShardMetrics {
             bytes_out: Cell::new(0),
             connections_opened: Cell::new(0),
             slow_consumers: Cell::new(0),
-            tls_failures: Cell::new(0),
+            tls_failures: std::array::from_fn(|_| Cell::new(0)),
             silent_sockets: Cell::new(0),
             closes: std::array::from_fn(|_| Cell::new(0)),
             failures: std::array::from_fn(|_| Cell::new(0)),
@@ -125,8 +153,8 @@ impl ShardMetrics {
     pub fn slow_consumer(&self) {
         Self::bump(&self.slow_consumers, 1);
     }
-    pub fn tls_failure(&self) {
-        Self::bump(&self.tls_failures, 1);
+    pub fn tls_failure(&self, why: TlsFailure) {
+        Self::bump(&self.tls_failures[why as usize], 1);
     }
     pub fn silent_socket(&self) {
         Self::bump(&self.silent_sockets, 1);
@@ -172,7 +200,7 @@ impl ShardMetrics {
             bytes_out: self.bytes_out.get(),
             connections_opened: self.connections_opened.get(),
             slow_consumers: self.slow_consumers.get(),
-            tls_failures: self.tls_failures.get(),
+            tls_failures: std::array::from_fn(|i| self.tls_failures[i].get()),
             silent_sockets: self.silent_sockets.get(),
             closes: get(&self.closes),
             failures: get(&self.failures),
@@ -200,7 +228,7 @@ pub struct Snapshot {
     pub bytes_out: u64,
     pub connections_opened: u64,
     pub slow_consumers: u64,
-    pub tls_failures: u64,
+    pub tls_failures: [u64; TlsFailure::ALL.len()],
     pub silent_sockets: u64,
     pub closes: Vec<u64>,
     pub failures: Vec<u64>,
@@ -234,7 +262,9 @@ impl Snapshot {
         self.bytes_out += other.bytes_out;
         self.connections_opened += other.connections_opened;
         self.slow_consumers += other.slow_consumers;
-        self.tls_failures += other.tls_failures;
+        for (x, y) in self.tls_failures.iter_mut().zip(other.tls_failures) {
+            *x += y;
+        }
         self.silent_sockets += other.silent_sockets;
         self.http_requests += other.http_requests;
         for i in 0..Pause::ALL.len() {
@@ -361,12 +391,19 @@ impl Snapshot {
             "Connections cut because their outbound queue passed its cap (counted when cut).",
             self.slow_consumers,
         );
-        counter(
+        header(
             o,
             "herald_tls_handshake_failures_total",
-            "TLS handshakes that failed or timed out.",
-            self.tls_failures,
+            "counter",
+            "Connections to a TLS port that ended before the handshake completed, by reason.",
         );
+        for (why, n) in TlsFailure::ALL.iter().zip(self.tls_failures) {
+            let _ = writeln!(
+                o,
+                "herald_tls_handshake_failures_total{{reason=\"{}\"}} {n}",
+                why.name()
+            );
+        }
         counter(
             o,
             "herald_silent_sockets_closed_total",

@@ -11,6 +11,7 @@
 //! partition stream it holds with a blocking `XREAD` from the last id it has seen, skips its
 //! own node's entries, drops duplicates and hands the rest to the shards' inboxes.
 
+pub mod config;
 pub mod directory;
 pub mod envelope;
 pub mod inbound;

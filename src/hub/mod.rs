@@ -3,6 +3,7 @@
 //! Hub logic is transport-free: it works on connection ids and messages, and a publish is
 //! encoded once per protocol and handed to every shard through its inbox.
 
+pub mod config;
 pub mod connection;
 pub mod definition;
 pub mod dispatch;

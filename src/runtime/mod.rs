@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::config::{Config, IoMode};
 use crate::fault::CloseReason;
 use crate::hub::{Node, Shard};
+use crate::metrics::TlsFailure;
 use crate::transport::http;
 
 /// The I/O backend of every shard.
@@ -413,14 +414,18 @@ async fn serve_tls<S>(shard: Rc<Shard>, io: S, acceptor: tokio_rustls::TlsAccept
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let io = match crate::transport::tls::expect_handshake(io, limit).await {
+        Ok(io) => io,
+        Err(failure) => return shard.metrics.tls_failure(failure),
+    };
     match tokio::time::timeout(limit, acceptor.accept(io)).await {
         Ok(Ok(stream)) => http::serve(shard, stream).await,
         Ok(Err(e)) => {
-            shard.metrics.tls_failure();
+            shard.metrics.tls_failure(TlsFailure::Handshake);
             tracing::debug!(error = %e, "TLS handshake failed");
         }
         Err(_) => {
-            shard.metrics.tls_failure();
+            shard.metrics.tls_failure(TlsFailure::Timeout);
             tracing::debug!("TLS handshake timed out");
         }
     }

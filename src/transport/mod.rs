@@ -2,6 +2,7 @@
 //! connection token live here; a transport only moves bytes between a socket and a
 //! connection's session (inbound) and queue (outbound).
 
+pub mod config;
 pub mod connection_token;
 pub mod endpoint;
 pub mod http;

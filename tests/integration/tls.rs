@@ -153,3 +153,62 @@ async fn https_and_wss_with_reload(io: &'static str) {
     assert!(negotiate(&server, &der2).await.is_ok());
 }
 both_backends!(https_and_wss_with_reload);
+
+/// A request over HTTPS on a fresh connection, trusting `trusted`.
+async fn https(
+    server: &Server,
+    trusted: &CertificateDer<'static>,
+    path: &str,
+) -> crate::support::HttpResponse {
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = connector(trusted).connect(name, tcp).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw).await;
+    crate::support::parse_response(&raw, false)
+}
+
+/// `herald_tls_handshake_failures_total{reason=…}`, read over HTTPS.
+async fn tls_failures(server: &Server, trusted: &CertificateDer<'static>, reason: &str) -> u64 {
+    let prefix = format!("herald_tls_handshake_failures_total{{reason=\"{reason}\"}} ");
+    let text = https(server, trusted, "/metrics").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// Plain HTTP to the TLS port gets 400 and a hint, as from nginx, and is counted; TLS
+/// clients on the same port are served as before.
+async fn plain_http_on_the_tls_port_gets_a_hint(io: &'static str) {
+    let dir = TempDir::new();
+    let (cert, key, der) = certificate();
+    write(&dir.0, &cert, &key);
+    let config = format!(
+        "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        dir.0.join("cert.pem").display(),
+        dir.0.join("key.pem").display()
+    );
+    let server = Server::builder(io).config(&config).start();
+    let before = tls_failures(&server, &der, "plain_http").await;
+
+    let res = crate::support::http(server.addr, "GET", "/healthz", &[], b"").await;
+    assert_eq!(res.status, 400);
+    assert!(
+        res.text()
+            .starts_with("The plain HTTP request was sent to HTTPS port"),
+        "{}",
+        res.text()
+    );
+    assert_eq!(res.header("connection"), Some("close"));
+    crate::support::eventually("the plain HTTP request to be counted", || {
+        let (server, der) = (&server, &der);
+        async move { tls_failures(server, der, "plain_http").await == before + 1 }
+    })
+    .await;
+    assert_eq!(https(&server, &der, "/healthz").await.status, 200);
+}
+both_backends!(plain_http_on_the_tls_port_gets_a_hint);

@@ -1,0 +1,409 @@
+//! The sections of the network edge: `[server]` (where and how Herald listens, with
+//! `[server.cors]` and `[server.tls]`) and `[connections]` (what a client connection may do
+//! and how long it may take).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Invalid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoMode {
+    Auto,
+    Uring,
+    Epoll,
+}
+
+impl std::str::FromStr for IoMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(IoMode::Auto),
+            "uring" => Ok(IoMode::Uring),
+            "epoll" => Ok(IoMode::Epoll),
+            other => Err(format!("`{other}` is not one of auto, uring, epoll")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `IP:PORT`, or `HOST:PORT` with a host name resolved at start-up.
+    pub listen: String,
+    pub shards: usize,
+    pub io: IoMode,
+    pub listen_backlog: u32,
+    pub shutdown_drain_ms: u64,
+    pub max_request_body_bytes: usize,
+    /// How long a client has, in all, to send a request body (time Herald itself spends not
+    /// reading it, under backpressure, does not count).
+    pub body_timeout_ms: u64,
+    pub inbox_capacity: usize,
+    pub cors: CorsConfig,
+    pub tls: TlsConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:5000".into(),
+            shards: 0,
+            io: IoMode::Auto,
+            listen_backlog: 4096,
+            shutdown_drain_ms: 5000,
+            max_request_body_bytes: 1024 * 1024,
+            body_timeout_ms: 30_000,
+            inbox_capacity: 65536,
+            cors: CorsConfig::default(),
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        resolve_listen(&self.listen).map_err(|reason| Invalid::new("server.listen", reason))?;
+        if self.shards > 1024 {
+            return Err(Invalid::new("server.shards", "at most 1024"));
+        }
+        if self.listen_backlog == 0 {
+            return Err(Invalid::new("server.listen_backlog", "must be positive"));
+        }
+        if self.max_request_body_bytes < 1024 {
+            return Err(Invalid::new(
+                "server.max_request_body_bytes",
+                "at least 1024",
+            ));
+        }
+        if self.inbox_capacity < 16 {
+            return Err(Invalid::new("server.inbox_capacity", "at least 16"));
+        }
+        if !(1_000..=3_600_000).contains(&self.body_timeout_ms) {
+            return Err(Invalid::new(
+                "server.body_timeout_ms",
+                "between 1,000 ms and one hour",
+            ));
+        }
+        self.tls.validate()?;
+        self.cors.validate()
+    }
+
+    /// The address to listen on, resolved (see [`resolve_listen`]); validation has checked
+    /// that it resolves.
+    pub fn listen_addr(&self) -> SocketAddr {
+        resolve_listen(&self.listen).expect("validated listen address")
+    }
+}
+
+/// `IP:PORT` as it is, or `HOST:PORT` resolved to the host's first IPv4 address (its first
+/// address if it has none): `localhost:5000` listens on 127.0.0.1 even where `localhost`
+/// resolves to `::1` first, as IPv6 may be off in a container. The error says what is wrong,
+/// for `server.listen` or `--listen`.
+pub fn resolve_listen(listen: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = listen.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = listen.rsplit_once(':') else {
+        return Err(format!(
+            "`{listen}` has no port; expected IP:PORT or HOST:PORT, e.g. 127.0.0.1:5000 or localhost:5000"
+        ));
+    };
+    if host.is_empty() {
+        return Err(format!(
+            "`{listen}` has no host; expected IP:PORT or HOST:PORT (0.0.0.0:{port} for every interface)"
+        ));
+    }
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("`{port}` in `{listen}` is not a port number (0 to 65535)"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve host `{host}`: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("host `{host}` resolves to no address"))
+}
+
+/// TLS termination: with both files set, every connection is HTTPS/WSS.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.is_empty()
+    }
+
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.cert_file.is_empty() != self.key_file.is_empty() {
+            return Err(Invalid::new(
+                "server.tls",
+                "set both cert_file and key_file, or neither",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    pub allowed_origins: Vec<String>,
+    pub max_age_secs: u64,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig {
+            allowed_origins: vec!["*".into()],
+            max_age_secs: 86400,
+        }
+    }
+}
+
+impl CorsConfig {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        for origin in &self.allowed_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(Invalid::new(
+                    "server.cors.allowed_origins",
+                    format!("`{origin}` is neither \"*\" nor an http(s) origin"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    pub keep_alive_interval_ms: u64,
+    pub client_timeout_ms: u64,
+    pub handshake_timeout_ms: u64,
+    pub disconnect_timeout_ms: u64,
+    pub send_timeout_ms: u64,
+    pub max_message_bytes: usize,
+    pub outbound_queue_bytes: usize,
+    /// Reading from a client pauses while its own queue holds more than this (0: a quarter
+    /// of `outbound_queue_bytes`) …
+    pub outbound_high_watermark_bytes: usize,
+    /// … and resumes once it holds at most this (0: an eighth of `outbound_queue_bytes`).
+    pub outbound_low_watermark_bytes: usize,
+    /// Longest a publisher is held back while recipients in its hub are backed up.
+    pub recipient_wait_ms: u64,
+    /// Bytes of unfinished hub messages the node holds for all its clients together.
+    pub input_budget_bytes: usize,
+    pub max_groups_per_connection: usize,
+    /// Groups one user may be put in through the REST API (records that outlive its
+    /// connections).
+    pub max_groups_per_user: usize,
+    /// Such user-group records in all.
+    pub max_user_group_memberships: usize,
+    pub long_poll_timeout_ms: u64,
+    pub stateful_reconnect: bool,
+    pub stateful_reconnect_buffer_bytes: usize,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        ConnectionsConfig {
+            keep_alive_interval_ms: 15_000,
+            client_timeout_ms: 30_000,
+            handshake_timeout_ms: 15_000,
+            disconnect_timeout_ms: 15_000,
+            send_timeout_ms: 10_000,
+            max_message_bytes: 32 * 1024,
+            outbound_queue_bytes: 1024 * 1024,
+            outbound_high_watermark_bytes: 0,
+            outbound_low_watermark_bytes: 0,
+            recipient_wait_ms: 5000,
+            input_budget_bytes: 64 * 1024 * 1024,
+            max_groups_per_connection: 1000,
+            max_groups_per_user: 1000,
+            max_user_group_memberships: 100_000,
+            long_poll_timeout_ms: 90_000,
+            stateful_reconnect: true,
+            stateful_reconnect_buffer_bytes: 100_000,
+        }
+    }
+}
+
+/// One day, the longest any connection timeout may be.
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+impl ConnectionsConfig {
+    /// The queue size above which reading from a client pauses.
+    pub fn high_watermark(&self) -> usize {
+        match self.outbound_high_watermark_bytes {
+            0 => self.outbound_queue_bytes / 4,
+            n => n,
+        }
+    }
+
+    /// The queue size at or below which reading resumes.
+    pub fn low_watermark(&self) -> usize {
+        match self.outbound_low_watermark_bytes {
+            0 => self.high_watermark().min(self.outbound_queue_bytes / 8),
+            n => n,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), Invalid> {
+        for (key, value) in [
+            (
+                "connections.keep_alive_interval_ms",
+                self.keep_alive_interval_ms,
+            ),
+            ("connections.client_timeout_ms", self.client_timeout_ms),
+            (
+                "connections.handshake_timeout_ms",
+                self.handshake_timeout_ms,
+            ),
+            (
+                "connections.disconnect_timeout_ms",
+                self.disconnect_timeout_ms,
+            ),
+            ("connections.send_timeout_ms", self.send_timeout_ms),
+        ] {
+            if value < 10 {
+                return Err(Invalid::new(key, "at least 10 ms"));
+            }
+            if value > DAY_MS && key != "connections.keep_alive_interval_ms" {
+                return Err(Invalid::new(key, "at most one day"));
+            }
+        }
+        if self.keep_alive_interval_ms >= self.client_timeout_ms {
+            return Err(Invalid::new(
+                "connections.keep_alive_interval_ms",
+                "must be below connections.client_timeout_ms (clients time out after the same interval)",
+            ));
+        }
+        if self.max_message_bytes < 256 {
+            return Err(Invalid::new(
+                "connections.max_message_bytes",
+                "at least 256",
+            ));
+        }
+        if self.outbound_queue_bytes < 4096 {
+            return Err(Invalid::new(
+                "connections.outbound_queue_bytes",
+                "at least 4096",
+            ));
+        }
+        if self.low_watermark() >= self.high_watermark() {
+            return Err(Invalid::new(
+                "connections.outbound_low_watermark_bytes",
+                "must be below connections.outbound_high_watermark_bytes",
+            ));
+        }
+        if self.high_watermark() > self.outbound_queue_bytes {
+            return Err(Invalid::new(
+                "connections.outbound_high_watermark_bytes",
+                "at most connections.outbound_queue_bytes (the queue is cut at that size)",
+            ));
+        }
+        if self.recipient_wait_ms > 60_000 {
+            return Err(Invalid::new(
+                "connections.recipient_wait_ms",
+                "at most 60,000 ms (0 lets publishers go on at once)",
+            ));
+        }
+        if self.input_budget_bytes < self.max_message_bytes {
+            return Err(Invalid::new(
+                "connections.input_budget_bytes",
+                "at least connections.max_message_bytes",
+            ));
+        }
+        if self.max_groups_per_connection == 0 {
+            return Err(Invalid::new(
+                "connections.max_groups_per_connection",
+                "at least 1",
+            ));
+        }
+        if self.max_groups_per_user == 0
+            || self.max_groups_per_user > self.max_user_group_memberships
+        {
+            return Err(Invalid::new(
+                "connections.max_groups_per_user",
+                "at least 1 and at most connections.max_user_group_memberships",
+            ));
+        }
+        if !(10..100_000).contains(&self.long_poll_timeout_ms) {
+            return Err(Invalid::new(
+                "connections.long_poll_timeout_ms",
+                "between 10 ms and 99,999 ms (the SignalR clients give up on a poll after 100 s)",
+            ));
+        }
+        if self.stateful_reconnect_buffer_bytes < 1024 {
+            return Err(Invalid::new(
+                "connections.stateful_reconnect_buffer_bytes",
+                "at least 1024",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_takes_addresses_and_host_names() {
+        assert_eq!(
+            resolve_listen("127.0.0.1:5001").unwrap(),
+            "127.0.0.1:5001".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            resolve_listen("[::1]:5001").unwrap(),
+            "[::1]:5001".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            resolve_listen("localhost:5001").unwrap(),
+            "127.0.0.1:5001".parse::<SocketAddr>().unwrap()
+        );
+        for (bad, says) in [
+            ("localhost", "has no port"),
+            (":5000", "has no host"),
+            ("localhost:http", "not a port number"),
+            ("localhost:70000", "not a port number"),
+            (
+                "no-such-host.invalid:5000",
+                "cannot resolve host `no-such-host.invalid`",
+            ),
+        ] {
+            let err = resolve_listen(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn timeouts_are_bounded() {
+        let err = ConnectionsConfig {
+            send_timeout_ms: DAY_MS + 1,
+            ..ConnectionsConfig::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.key, "connections.send_timeout_ms");
+        let err = ConnectionsConfig {
+            keep_alive_interval_ms: 5,
+            ..ConnectionsConfig::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.key, "connections.keep_alive_interval_ms");
+    }
+}
