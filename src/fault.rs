@@ -17,8 +17,9 @@ pub enum HttpFault {
     NotFound,
     #[error("Hub '{0}' is not declared.")]
     UnknownHub(String),
-    #[error("The {0} method is not allowed here.")]
-    MethodNotAllowed(String),
+    /// `allow` is what the response's `Allow` header lists: the methods the resource takes.
+    #[error("The {method} method is not allowed here.")]
+    MethodNotAllowed { method: String, allow: String },
     #[error("Connection ID required")]
     ConnectionIdRequired,
     #[error("No Connection with that ID")]
@@ -51,11 +52,17 @@ pub enum HttpFault {
     BodyTimeout,
     #[error("{0}")]
     MembershipLimit(String),
+    #[error("No connection of this hub is in group '{0}'.")]
+    GroupNotFound(String),
+    #[error("User '{0}' has no connection to this hub.")]
+    UserNotFound(String),
+    #[error("User '{0}' is not in group '{1}'.")]
+    UserNotInGroup(String, String),
 }
 
 impl HttpFault {
     /// Every stable code, in the order of [`HttpFault::index`].
-    pub const CODES: [&'static str; 19] = [
+    pub const CODES: [&'static str; 22] = [
         "not_found",
         "hub_not_found",
         "method_not_allowed",
@@ -75,13 +82,16 @@ impl HttpFault {
         "transport_changed",
         "body_timeout",
         "membership_limit",
+        "group_not_found",
+        "user_not_found",
+        "user_not_in_group",
     ];
 
     pub fn index(&self) -> usize {
         match self {
             HttpFault::NotFound => 0,
             HttpFault::UnknownHub(_) => 1,
-            HttpFault::MethodNotAllowed(_) => 2,
+            HttpFault::MethodNotAllowed { .. } => 2,
             HttpFault::ConnectionIdRequired => 3,
             HttpFault::ConnectionNotFound => 4,
             HttpFault::ConnectionActive => 5,
@@ -98,6 +108,9 @@ impl HttpFault {
             HttpFault::TransportChanged => 16,
             HttpFault::BodyTimeout => 17,
             HttpFault::MembershipLimit(_) => 18,
+            HttpFault::GroupNotFound(_) => 19,
+            HttpFault::UserNotFound(_) => 20,
+            HttpFault::UserNotInGroup(..) => 21,
         }
     }
 
@@ -107,10 +120,13 @@ impl HttpFault {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            HttpFault::NotFound | HttpFault::UnknownHub(_) | HttpFault::ConnectionNotFound => {
-                StatusCode::NOT_FOUND
-            }
-            HttpFault::MethodNotAllowed(_) | HttpFault::PostOnWebSocket => {
+            HttpFault::NotFound
+            | HttpFault::UnknownHub(_)
+            | HttpFault::ConnectionNotFound
+            | HttpFault::GroupNotFound(_)
+            | HttpFault::UserNotFound(_)
+            | HttpFault::UserNotInGroup(..) => StatusCode::NOT_FOUND,
+            HttpFault::MethodNotAllowed { .. } | HttpFault::PostOnWebSocket => {
                 StatusCode::METHOD_NOT_ALLOWED
             }
             HttpFault::ConnectionActive | HttpFault::MembershipLimit(_) => StatusCode::CONFLICT,
@@ -126,6 +142,16 @@ impl HttpFault {
             | HttpFault::BadUpgrade(_)
             | HttpFault::InvalidBody(_)
             | HttpFault::InvalidParameter(..) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The methods a 405 names in its `Allow` header (RFC 9110 §15.5.6 requires one).
+    pub fn allow(&self) -> Option<&str> {
+        match self {
+            HttpFault::MethodNotAllowed { allow, .. } => Some(allow),
+            // A WebSocket connection is only ever reached by its upgrade.
+            HttpFault::PostOnWebSocket => Some("GET"),
+            _ => None,
         }
     }
 

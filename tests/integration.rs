@@ -22,6 +22,10 @@ mod compat;
 mod limits;
 #[path = "integration/msgpack.rs"]
 mod msgpack;
+#[path = "integration/openapi.rs"]
+mod openapi;
+#[path = "integration/page.rs"]
+mod page;
 #[path = "integration/polling.rs"]
 mod polling;
 #[path = "integration/presence.rs"]

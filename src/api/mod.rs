@@ -67,7 +67,13 @@ pub async fn handle(
         .map(|s| decode_segment(s))
         .collect::<Result<_, _>>()?;
     let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
-    if parts == ["openapi.json"] && (method == Method::GET || method == Method::HEAD) {
+    if parts == ["openapi.json"] {
+        if method != Method::GET && method != Method::HEAD {
+            return Err(HttpFault::MethodNotAllowed {
+                method: method.to_string(),
+                allow: "GET, HEAD".into(),
+            });
+        }
         let mut response = Response::new(crate::transport::http::full(OPENAPI));
         response.headers_mut().insert(
             http::header::CONTENT_TYPE,
@@ -79,7 +85,14 @@ pub async fn handle(
         ["v1", rest @ ..] => (Version::V1, rest),
         rest => (Version::V2022, rest),
     };
-    let (hub_name, op) = parse(&method, version, rest)?;
+    let (hub_name, op) = parse(&method, version, rest).map_err(|fault| match fault {
+        // A path no method reaches names no resource.
+        HttpFault::MethodNotAllowed { method, .. } => match allowed(version, rest) {
+            allow if allow.is_empty() => HttpFault::NotFound,
+            allow => HttpFault::MethodNotAllowed { method, allow },
+        },
+        fault => fault,
+    })?;
     if matches!(op, Op::Health) {
         return Ok(status(StatusCode::OK));
     }
@@ -189,6 +202,7 @@ pub async fn handle(
                     group: group_name(&group)?,
                 })
                 .await,
+            || HttpFault::GroupNotFound(group),
         ),
         Op::UserExists(user) => exists(
             shard
@@ -197,6 +211,7 @@ pub async fn handle(
                     user: user_id(&user)?,
                 })
                 .await,
+            || HttpFault::UserNotFound(user),
         ),
         Op::AddToGroup { group, conn } | Op::RemoveFromGroup { group, conn } => {
             let add = method == Method::PUT;
@@ -242,6 +257,7 @@ pub async fn handle(
                     group: group_name(&group)?,
                 })
                 .await,
+            || HttpFault::UserNotInGroup(user, group),
         ),
         Op::AddUserToGroup { user, group } => {
             let (user, group) = (user_id(&user)?, group_name(&group)?);
@@ -336,12 +352,35 @@ pub async fn handle(
     }
 }
 
-fn exists(found: bool) -> Result<Response<Body>, HttpFault> {
-    Ok(status(if found {
-        StatusCode::OK
+/// The answer to an existence check: 200, or 404 with the error the spec declares (whose
+/// body a HEAD request does not get).
+fn exists(found: bool, missing: impl FnOnce() -> HttpFault) -> Result<Response<Body>, HttpFault> {
+    if found {
+        Ok(status(StatusCode::OK))
     } else {
-        StatusCode::NOT_FOUND
-    }))
+        Err(missing())
+    }
+}
+
+/// The methods `parse` accepts for a path, for the `Allow` header of a 405.
+fn allowed(version: Version, parts: &[&str]) -> String {
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .into_iter()
+    .filter(|m| {
+        !matches!(
+            parse(m, version, parts),
+            Err(HttpFault::MethodNotAllowed { .. } | HttpFault::NotFound)
+        )
+    })
+    .map(|m| m.to_string())
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 /// Maps a method and path to an operation; the hub name is returned undecided (the
@@ -357,6 +396,7 @@ fn parse(
     let exists = is(&M::HEAD) || is(&M::GET);
     let op = match (version, parts) {
         (_, ["health"]) if exists => return Ok((None, Op::Health)),
+        (_, ["health"]) => return Err(not_allowed(method)),
         (Version::V2022, ["hubs", _, ":send"]) if is(&M::POST) => Op::Send(Target::All),
         (Version::V2022, ["hubs", _, ":closeConnections"]) if is(&M::POST) => {
             Op::Close(Target::All)
@@ -416,7 +456,7 @@ fn parse(
                 user: s(u),
                 group: s(g),
             },
-            _ => return Err(HttpFault::MethodNotAllowed(method.to_string())),
+            _ => return Err(not_allowed(method)),
         },
         // The v1 generation: POST sends, GET checks existence.
         (Version::V1, ["hubs", _]) if is(&M::POST) => Op::Send(Target::All),
@@ -432,12 +472,18 @@ fn parse(
             Op::Send(Target::Group(g.to_string().into()))
         }
         (Version::V1, ["hubs", _, "groups", g]) if exists => Op::GroupExists(s(g)),
-        (_, ["hubs", ..]) if parts.len() >= 2 => {
-            return Err(HttpFault::MethodNotAllowed(method.to_string()));
-        }
+        (_, ["hubs", ..]) if parts.len() >= 2 => return Err(not_allowed(method)),
         _ => return Err(HttpFault::NotFound),
     };
     Ok((Some(parts[1].to_string()), op))
+}
+
+/// A 405 whose `Allow` the caller fills in (see [`allowed`]).
+fn not_allowed(method: &Method) -> HttpFault {
+    HttpFault::MethodNotAllowed {
+        method: method.to_string(),
+        allow: String::new(),
+    }
 }
 
 /// A connection id from a path; an id that cannot exist is simply not found.
@@ -616,8 +662,21 @@ mod tests {
         assert!(p(Method::PUT, "hubs/chat/users/u/groups/g").is_ok());
         assert!(matches!(
             p(Method::GET, "hubs/chat/:send"),
-            Err(HttpFault::MethodNotAllowed(_))
+            Err(HttpFault::MethodNotAllowed { .. })
         ));
+        assert_eq!(allowed(Version::V2022, &["hubs", "chat", ":send"]), "POST");
+        assert_eq!(
+            allowed(
+                Version::V2022,
+                &["hubs", "chat", "users", "u", "groups", "g"]
+            ),
+            "GET, HEAD, PUT, DELETE"
+        );
+        assert_eq!(
+            allowed(Version::V1, &["hubs", "chat", "groups", "g"]),
+            "GET, HEAD, POST"
+        );
+        assert_eq!(allowed(Version::V2022, &["health"]), "GET, HEAD");
         assert!(matches!(
             p(Method::GET, "nothing"),
             Err(HttpFault::NotFound)

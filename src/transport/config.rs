@@ -42,6 +42,8 @@ pub struct ServerConfig {
     /// reading it, under backpressure, does not count).
     pub body_timeout_ms: u64,
     pub inbox_capacity: usize,
+    /// Whether `GET /` serves the chat page (transport/page.rs).
+    pub page: bool,
     pub cors: CorsConfig,
     pub tls: TlsConfig,
 }
@@ -57,6 +59,7 @@ impl Default for ServerConfig {
             max_request_body_bytes: 1024 * 1024,
             body_timeout_ms: 30_000,
             inbox_capacity: 65536,
+            page: true,
             cors: CorsConfig::default(),
             tls: TlsConfig::default(),
         }

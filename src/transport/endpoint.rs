@@ -22,7 +22,7 @@ use super::{http_conn, longpoll, sse, websocket};
 use crate::config::HubAuth;
 use crate::fault::HttpFault;
 use crate::hub::definition::{HubDef, HubId};
-use crate::hub::node::ClaimError;
+use crate::hub::node::{ClaimError, IdState};
 use crate::hub::{ConnectionId, Shard, TransportKind};
 use crate::identity::jwt;
 
@@ -38,11 +38,22 @@ pub struct Accepted {
 }
 
 /// Decodes the connection token of a request for `hub`; `None` if it is missing, forged,
-/// expired or for another hub (all of which are "no such connection" to the client).
+/// for another hub, or expired before its connection started (all of which are "no such
+/// connection" to the client). The expiry bounds when a connection may start: one that
+/// started (here or on another node) keeps its token for as long as it lives, since every
+/// poll and POST of a long-polling or Server-Sent Events client carries it.
 pub fn token(shard: &Shard, hub: &HubDef, id: &str) -> Option<ConnectionToken> {
-    ConnectionToken::decode(id, &shard.node.keys.connection, jwt::unix_now())
+    let token = ConnectionToken::decode(id, &shard.node.keys.connection, 0)
         .ok()
-        .filter(|t| t.hub.eq_ignore_ascii_case(&hub.name))
+        .filter(|t| t.hub.eq_ignore_ascii_case(&hub.name))?;
+    let live = jwt::unix_now() <= token.expires
+        || matches!(shard.node.registry.state(token.id), IdState::Active { .. })
+        || shard
+            .node
+            .cluster
+            .as_ref()
+            .is_some_and(|cluster| cluster.locate(token.id).is_some());
+    live.then_some(token)
 }
 
 /// Establishes who a connection-starting request is: its access token (checked on every hub
@@ -188,6 +199,9 @@ where
             let id = id.ok_or(HttpFault::ConnectionIdRequired)?;
             longpoll::delete(shard, &hub, &id).await
         }
-        ref other => Err(HttpFault::MethodNotAllowed(other.to_string())),
+        ref other => Err(HttpFault::MethodNotAllowed {
+            method: other.to_string(),
+            allow: "GET, POST, DELETE".into(),
+        }),
     }
 }

@@ -18,7 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{endpoint, negotiate};
+use super::{endpoint, negotiate, page};
 use crate::api;
 use crate::fault::HttpFault;
 use crate::hub::Shard;
@@ -121,6 +121,11 @@ pub fn fault_response(shard: &Shard, fault: &HttpFault, head_only: bool) -> Resp
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         _ => {}
+    }
+    if let Some(allow) = fault.allow()
+        && let Ok(allow) = HeaderValue::from_str(allow)
+    {
+        headers.insert(header::ALLOW, allow);
     }
     response
 }
@@ -331,9 +336,14 @@ where
                 )),
             },
             ["api", ..] => api::handle(shard, req, &segs[1..]).await,
-            ["metrics"] => Ok(metrics(shard).await),
-            ["healthz"] => Ok(health(true)),
-            ["readyz"] => Ok(ready(&shard.node)),
+            [] => page::index(shard, &req),
+            ["page", name] => page::asset(shard, &req, name),
+            ["metrics"] => match read_only(req.method()) {
+                Ok(()) => Ok(metrics(shard).await),
+                Err(e) => Err(e),
+            },
+            ["healthz"] => read_only(req.method()).map(|()| health(true)),
+            ["readyz"] => read_only(req.method()).map(|()| ready(&shard.node)),
             _ => Err(HttpFault::NotFound),
         }
     };
@@ -349,6 +359,18 @@ where
         );
     }
     response
+}
+
+/// Refuses every method but GET and HEAD, for resources that are only read.
+pub fn read_only(method: &Method) -> Result<(), HttpFault> {
+    if method == Method::GET || method == Method::HEAD {
+        Ok(())
+    } else {
+        Err(HttpFault::MethodNotAllowed {
+            method: method.to_string(),
+            allow: "GET, HEAD".into(),
+        })
+    }
 }
 
 /// Whether browsers from `origin` may call Herald (`server.cors.allowed_origins`).

@@ -163,7 +163,18 @@ pub async fn delete(
             transport: TransportKind::LongPolling,
             shard: owner,
         } => owner,
-        IdState::Active { .. } => return Err(HttpFault::MethodNotAllowed("DELETE".into())),
+        // Other transports end by closing their socket or event stream.
+        IdState::Active { transport, .. } => {
+            return Err(HttpFault::MethodNotAllowed {
+                method: "DELETE".into(),
+                allow: if transport == TransportKind::WebSockets {
+                    "GET"
+                } else {
+                    "GET, POST"
+                }
+                .into(),
+            });
+        }
         IdState::Ended | IdState::Unknown => return Err(HttpFault::ConnectionNotFound),
     };
     let (tx, rx) = oneshot::channel::<()>();
@@ -183,6 +194,8 @@ pub async fn delete(
 enum Wake {
     Deliver,
     Closing,
+    /// The waiting poll's request went away unanswered.
+    Abandoned,
     Timer,
 }
 
@@ -217,6 +230,15 @@ pub async fn drive(hc: Rc<HttpConn>) {
                 if waiting && hc.conn.has_queued() {
                     return Poll::Ready(Wake::Deliver);
                 }
+                if waiting
+                    && hc
+                        .pending
+                        .borrow_mut()
+                        .as_mut()
+                        .is_some_and(|tx| tx.poll_closed(cx).is_ready())
+                {
+                    return Poll::Ready(Wake::Abandoned);
+                }
                 Poll::Pending
             }) => event,
             _ = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
@@ -234,6 +256,12 @@ pub async fn drive(hc: Rc<HttpConn>) {
                         hc.finish();
                     }
                 }
+            }
+            Wake::Abandoned => {
+                // The client dropped its poll (a closed tab): it has stopped polling now, not
+                // when the poll would have timed out.
+                hc.pending.borrow_mut().take();
+                hc.last_poll.set(Instant::now());
             }
             Wake::Timer => {
                 let now = Instant::now();

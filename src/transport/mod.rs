@@ -10,6 +10,7 @@ pub mod http_conn;
 pub mod inflow;
 pub mod longpoll;
 pub mod negotiate;
+pub mod page;
 pub mod session;
 pub mod sse;
 pub mod tls;

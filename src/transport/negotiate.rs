@@ -87,7 +87,10 @@ pub fn negotiate(
     hub_name: &str,
 ) -> Result<Response<Body>, HttpFault> {
     if req.method() != Method::POST {
-        return Err(HttpFault::MethodNotAllowed(req.method().to_string()));
+        return Err(HttpFault::MethodNotAllowed {
+            method: req.method().to_string(),
+            allow: "POST".into(),
+        });
     }
     let node = &shard.node;
     let hub = node

@@ -10,7 +10,7 @@ use std::process::Command;
 use crate::both_backends;
 use crate::support::{Server, token};
 
-fn compat_dir() -> PathBuf {
+pub fn compat_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat")
 }
 
@@ -21,7 +21,8 @@ fn server(io: &'static str) -> Server {
         .start()
 }
 
-fn run(mut cmd: Command, what: &str) {
+/// Runs a compatibility script; it must exit 0 and print `all steps passed`.
+pub fn run(mut cmd: Command, what: &str) {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));

@@ -358,3 +358,79 @@ async fn server_sent_events(io: &'static str) {
     .await;
 }
 both_backends!(server_sent_events);
+
+/// Starts a long-polling connection on `chat` and reads its handshake answer; its URL.
+async fn long_polling_connection(server: &Server) -> (String, String) {
+    let token = negotiate(server).await;
+    let path = format!("/hubs/chat?id={token}");
+    assert_eq!(http(server.addr, "GET", &path, &[], b"").await.status, 200);
+    let handshake = format!("{{\"protocol\":\"json\",\"version\":1}}{RS}");
+    assert_eq!(send(server, &token, &handshake).await, 200);
+    let answer = http(server.addr, "GET", &path, &[], b"").await;
+    assert!(answer.text().starts_with(&format!("{{}}{RS}")));
+    (token, path)
+}
+
+/// A connection token must be used within `disconnect_timeout_ms` to start a connection; a
+/// long-polling connection that started keeps using it, poll after poll, long after that.
+async fn long_polling_outlives_its_token(io: &'static str) {
+    // The token expires within 2 s (whole seconds); four idle polls take 4 s.
+    let server = Server::builder(io)
+        .config("[connections]\nlong_poll_timeout_ms = 1000\ndisconnect_timeout_ms = 1000\n")
+        .start();
+    let (token, path) = long_polling_connection(&server).await;
+    for _ in 0..4 {
+        let idle = http(server.addr, "GET", &path, &[], b"").await;
+        assert_eq!((idle.status, idle.body.len()), (200, 0), "{}", idle.text());
+    }
+    assert_eq!(
+        send(&server, &token, &format!("{{\"type\":6}}{RS}")).await,
+        200
+    );
+    // An unused token of the same age starts nothing.
+    let stale = negotiate(&server).await;
+    for _ in 0..3 {
+        let idle = http(server.addr, "GET", &path, &[], b"").await;
+        assert_eq!(idle.status, 200);
+    }
+    let late = http(
+        server.addr,
+        "GET",
+        &format!("/hubs/chat?id={stale}"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(late.status, 404, "{}", late.text());
+}
+both_backends!(long_polling_outlives_its_token);
+
+/// A client that goes away while its poll waits (a closed browser tab) has stopped polling
+/// then: the others hear it left after `disconnect_timeout_ms`, not after the poll's own
+/// timeout.
+async fn long_polling_abandoned_poll(io: &'static str) {
+    let server = Server::builder(io)
+        .config("[connections]\nlong_poll_timeout_ms = 90000\ndisconnect_timeout_ms = 1000\n")
+        .start();
+    let mut watcher = Client::connect(&server).await;
+    watcher.expect_invocation("joined").await;
+    let (_, path) = long_polling_connection(&server).await;
+    let id = watcher.expect_invocation("joined").await[0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let poll = |path: String| {
+        let addr = server.addr;
+        tokio::spawn(async move { http(addr, "GET", &path, &[], b"").await })
+    };
+    // Of two polls, the later ends the earlier with 204 and waits in its place.
+    let (mut a, mut b) = (poll(path.clone()), poll(path.clone()));
+    let waiting = tokio::select! {
+        r = &mut a => { assert_eq!(r.unwrap().status, 204); b }
+        r = &mut b => { assert_eq!(r.unwrap().status, 204); a }
+    };
+    waiting.abort();
+    let _ = waiting.await;
+    assert_eq!(watcher.expect_invocation("left").await[0], id.as_str());
+}
+both_backends!(long_polling_abandoned_poll);
