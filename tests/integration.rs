@@ -20,6 +20,8 @@ mod cluster;
 mod compat;
 #[path = "integration/limits.rs"]
 mod limits;
+#[path = "integration/metrics.rs"]
+mod metrics;
 #[path = "integration/msgpack.rs"]
 mod msgpack;
 #[path = "integration/polling.rs"]

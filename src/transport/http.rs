@@ -422,6 +422,7 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Body> {
     if let Some(cluster) = &node.cluster {
         text.push_str(&cluster.render());
     }
+    crate::metrics::process::render(&mut text);
     let mut response = Response::new(full(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
