@@ -296,8 +296,9 @@ impl Snapshot {
         );
         let _ = writeln!(
             o,
-            "herald_info{{version=\"{}\",io=\"{io}\",shards=\"{shards}\"}} 1",
-            env!("CARGO_PKG_VERSION")
+            "herald_info{{version=\"{}\",revision=\"{}\",io=\"{io}\",shards=\"{shards}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            crate::REVISION
         );
         header(
             o,
