@@ -34,5 +34,7 @@ mod reconnect;
 mod rest;
 #[path = "integration/shutdown.rs"]
 mod shutdown;
+#[path = "integration/systemd.rs"]
+mod systemd;
 #[path = "integration/tls.rs"]
 mod tls;

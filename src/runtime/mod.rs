@@ -5,6 +5,7 @@
 //! socket, and what type that socket is ([`Acceptor`]). Everything above works on any
 //! `AsyncRead + AsyncWrite`.
 
+pub mod systemd;
 pub mod uring;
 
 use std::io;
@@ -178,8 +179,9 @@ pub fn bind(addr: SocketAddr, shards: usize, backlog: u32) -> anyhow::Result<Vec
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
-/// Serves until SIGTERM or SIGINT, then shuts down gracefully. Prints the listening line once
-/// every shard is ready.
+/// Serves until SIGTERM or SIGINT, then shuts down gracefully (a second signal cuts the drain
+/// short). Prints the listening line once every shard is ready, and tells systemd (see
+/// [`systemd`]).
 pub fn serve(config: Config) -> anyhow::Result<()> {
     let backend = Backend::choose(config.server.io)?;
     let shards = match config.server.shards {
@@ -264,6 +266,16 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     tracing::info!(%addr, io = backend.name(), shards, "herald is serving");
+    let notifier = systemd::Notifier::from_env().map(Arc::new);
+    if let Some(notifier) = &notifier {
+        notifier.notify(&format!(
+            "READY=1\nSTATUS=Serving on {scheme}://{addr} (io={}, shards={shards})",
+            backend.name()
+        ));
+        if let Some(every) = systemd::watchdog_from_env() {
+            control.spawn(systemd::watchdog(node.clone(), notifier.clone(), every));
+        }
+    }
 
     let unexpected = signals.block_on(async {
         loop {
@@ -282,10 +294,28 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         }
     });
     node.begin_shutdown();
+    if let Some(notifier) = &notifier {
+        notifier.notify(&format!(
+            "STOPPING=1\nSTATUS=Draining connections (up to {} ms)",
+            drain.as_millis()
+        ));
+    }
     if let Some(cluster) = &node.cluster {
         cluster.goodbye();
     }
     let deadline = Instant::now() + drain + Duration::from_secs(2);
+    let running = shards - usize::from(unexpected.is_some());
+    let second = signals.block_on(drained(
+        &mut exit_rx,
+        running,
+        deadline,
+        &mut sigterm,
+        &mut sigint,
+    ));
+    if let Some((name, number)) = second {
+        tracing::warn!("second {name} during the drain: exiting at once");
+        std::process::exit(128 + number);
+    }
     for thread in threads {
         while !thread.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -307,6 +337,33 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("herald stopped");
     Ok(())
+}
+
+/// Waits until `running` shard threads have ended or `deadline` passes. A second SIGTERM or
+/// SIGINT ends the wait: an operator who asks twice wants the process gone now, not after the
+/// drain (`serve` then exits with 128 + the signal's number, as a shell reports a process
+/// killed by it: 143 or 130).
+async fn drained(
+    exits: &mut tokio::sync::mpsc::UnboundedReceiver<usize>,
+    mut running: usize,
+    deadline: Instant,
+    sigterm: &mut tokio::signal::unix::Signal,
+    sigint: &mut tokio::signal::unix::Signal,
+) -> Option<(&'static str, i32)> {
+    let timeout = tokio::time::sleep_until(deadline.into());
+    tokio::pin!(timeout);
+    while running > 0 {
+        tokio::select! {
+            _ = sigterm.recv() => return Some(("SIGTERM", libc::SIGTERM)),
+            _ = sigint.recv() => return Some(("SIGINT", libc::SIGINT)),
+            exit = exits.recv() => match exit {
+                Some(_) => running -= 1,
+                None => break,
+            },
+            _ = &mut timeout => break,
+        }
+    }
+    None
 }
 
 /// Tells the main thread when a shard thread ends, however it ends.

@@ -120,10 +120,13 @@ impl Server {
 
     /// Sends SIGTERM and waits (up to `within`) for the process to exit.
     pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        self.signal(15);
+        self.wait_exit(within)
+    }
+
+    /// Waits (up to `within`) for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
         let child = self.child.as_mut().unwrap();
-        unsafe {
-            libc_kill(child.id() as i32, 15);
-        }
         let deadline = std::time::Instant::now() + within;
         while std::time::Instant::now() < deadline {
             if let Some(status) = child.try_wait().unwrap() {
