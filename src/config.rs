@@ -95,8 +95,21 @@ pub struct ServerConfig {
     /// reading it, under backpressure, does not count).
     pub body_timeout_ms: u64,
     pub inbox_capacity: usize,
+    /// A second, private address for the operational endpoints (`/metrics`, `/readyz`,
+    /// `/healthz`); empty = none.
+    pub internal_listen: String,
+    /// Whether the public address still serves `/metrics` once `internal_listen` is set.
+    pub public_metrics: bool,
     pub cors: CorsConfig,
     pub tls: TlsConfig,
+}
+
+impl ServerConfig {
+    /// Whether the public address serves `/metrics`: always without an internal listener
+    /// (where else could it be scraped?), else only if `public_metrics` says so.
+    pub fn public_metrics(&self) -> bool {
+        self.internal_listen.is_empty() || self.public_metrics
+    }
 }
 
 /// TLS termination: with both files set, every connection is HTTPS/WSS.
@@ -124,6 +137,8 @@ impl Default for ServerConfig {
             max_request_body_bytes: 1024 * 1024,
             body_timeout_ms: 30_000,
             inbox_capacity: 65536,
+            internal_listen: String::new(),
+            public_metrics: false,
             cors: CorsConfig::default(),
             tls: TlsConfig::default(),
         }
@@ -558,6 +573,17 @@ impl Config {
             .listen
             .parse()
             .map_err(|e| invalid("server.listen", format!("{e} (expected HOST:PORT)")))?;
+        if !self.server.internal_listen.is_empty() {
+            let internal: SocketAddr = self.server.internal_listen.parse().map_err(|e| {
+                invalid("server.internal_listen", format!("{e} (expected IP:PORT)"))
+            })?;
+            if internal == listen && listen.port() != 0 {
+                return Err(invalid(
+                    "server.internal_listen",
+                    "must differ from server.listen",
+                ));
+            }
+        }
         if self.server.shards > 1024 {
             return Err(invalid("server.shards", "at most 1024"));
         }
@@ -833,6 +859,16 @@ impl Config {
         Ok(())
     }
 
+    /// The internal listener's address, if one is set (validated by [`Config::validate`]).
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        (!self.server.internal_listen.is_empty()).then(|| {
+            self.server
+                .internal_listen
+                .parse()
+                .expect("validated internal_listen address")
+        })
+    }
+
     /// The listen address, parsed (validated by [`Config::validate`]).
     pub fn listen_addr(&self) -> SocketAddr {
         self.server
@@ -1090,6 +1126,32 @@ mod tests {
                 .validate()
                 .unwrap_err();
         assert!(err.to_string().contains("client_method"), "{err}");
+    }
+
+    #[test]
+    fn internal_listen_is_an_address_of_its_own() {
+        let config = Config::from_toml("[server]\ninternal_listen = \"127.0.0.1:9090\"\n").unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.internal_addr(),
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        assert!(!config.server.public_metrics());
+        assert!(Config::embedded().server.public_metrics());
+        for (toml, why) in [
+            ("internal_listen = \"localhost\"", "expected IP:PORT"),
+            ("internal_listen = \"127.0.0.1:5000\"", "must differ"),
+        ] {
+            let err = Config::from_toml(&format!("[server]\n{toml}\n"))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("server.internal_listen") && err.contains(why),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -190,6 +190,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     };
     let listeners = bind(config.listen_addr(), shards, config.server.listen_backlog)?;
     let addr = listeners[0].local_addr()?;
+    let mut internal = config.internal_addr().map(bind_internal).transpose()?;
+    let internal_addr = internal.as_ref().map(StdListener::local_addr).transpose()?;
     let drain = Duration::from_millis(config.server.shutdown_drain_ms);
     if config.auth.access_key == crate::config::DEVELOPMENT_ACCESS_KEY {
         tracing::warn!(
@@ -237,12 +239,14 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         let node = node.clone();
         let ready = ready_tx.clone();
         let exit = ExitGuard(exit_tx.clone(), id);
+        // Shard 0 serves the internal listener too: a scrape or a probe is little work.
+        let internal = internal.take();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("herald-shard-{id}"))
                 .spawn(move || {
                     let _exit = exit;
-                    if let Err(e) = run_thread(backend, node, id, listener, &ready) {
+                    if let Err(e) = run_thread(backend, node, id, listener, internal, &ready) {
                         let _ = ready.send(Err(format!("shard {id}: {e:#}")));
                     }
                 })?,
@@ -259,8 +263,11 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             Err(_) => bail!("a shard thread ended during start-up"),
         }
     }
+    let internal_note = internal_addr
+        .map(|a| format!(", internal=http://{a}"))
+        .unwrap_or_default();
     println!(
-        "herald listening on {scheme}://{addr} (io={}, shards={shards})",
+        "herald listening on {scheme}://{addr} (io={}, shards={shards}{internal_note})",
         backend.name()
     );
     use std::io::Write;
@@ -269,7 +276,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let notifier = systemd::Notifier::from_env().map(Arc::new);
     if let Some(notifier) = &notifier {
         notifier.notify(&format!(
-            "READY=1\nSTATUS=Serving on {scheme}://{addr} (io={}, shards={shards})",
+            "READY=1\nSTATUS=Serving on {scheme}://{addr} (io={}, shards={shards}{internal_note})",
             backend.name()
         ));
         if let Some(every) = systemd::watchdog_from_env() {
@@ -380,6 +387,7 @@ fn run_thread(
     node: Arc<Node>,
     id: usize,
     listener: StdListener,
+    internal: Option<StdListener>,
     ready: &std::sync::mpsc::Sender<Result<(), String>>,
 ) -> anyhow::Result<()> {
     match backend {
@@ -391,7 +399,7 @@ fn run_thread(
             local.block_on(&rt, async {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
                 let _ = ready.send(Ok(()));
-                run_shard(node, id, EpollAcceptor(listener)).await;
+                run_shard(node, id, EpollAcceptor(listener), internal).await;
                 Ok(())
             })
         }
@@ -401,7 +409,7 @@ fn run_thread(
                 let fd = listener.as_raw_fd();
                 let listener = tokio_uring::net::TcpListener::from_std(listener);
                 let _ = ready.send(Ok(()));
-                run_shard(node, id, UringAcceptor { listener, fd }).await;
+                run_shard(node, id, UringAcceptor { listener, fd }, internal).await;
                 Ok(())
             })
         }
@@ -410,10 +418,18 @@ fn run_thread(
 
 /// One shard's life: accept until shutdown, then close every connection with
 /// `allowReconnect` and wait (up to the drain time) for them to finish.
-async fn run_shard<A: Acceptor>(node: Arc<Node>, id: usize, acceptor: A) {
+async fn run_shard<A: Acceptor>(
+    node: Arc<Node>,
+    id: usize,
+    acceptor: A,
+    internal: Option<StdListener>,
+) {
     let shard = Shard::new(id, node.clone());
     tokio::task::spawn_local(shard.clone().run_inbox());
     tokio::task::spawn_local(shard.clone().run_housekeeping());
+    if let Some(listener) = internal {
+        tokio::task::spawn_local(run_internal(shard.clone(), listener));
+    }
     let shutdown = node.shutdown_signal();
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(5);
@@ -440,6 +456,43 @@ async fn run_shard<A: Acceptor>(node: Arc<Node>, id: usize, acceptor: A) {
         Duration::from_millis(node.config.server.shutdown_drain_ms),
     )
     .await;
+}
+
+/// Binds the internal listener (`server.internal_listen`).
+fn bind_internal(addr: SocketAddr) -> anyhow::Result<StdListener> {
+    let listener = StdListener::bind(addr)
+        .with_context(|| format!("cannot listen on {addr} (server.internal_listen)"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Accepts on the internal listener until shutdown. Plain HTTP through tokio's own sockets on
+/// either backend (tokio-uring runs a tokio runtime underneath): a scrape every few seconds
+/// does not need io_uring.
+async fn run_internal(shard: Rc<Shard>, listener: StdListener) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(error = %e, "internal listener unusable");
+            return;
+        }
+    };
+    let shutdown = shard.node.shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((io, _)) => {
+                    tokio::task::spawn_local(http::serve_internal(shard.clone(), io));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "internal accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
 }
 
 /// Serves one accepted socket: HTTP, over TLS when configured (the handshake runs in the

@@ -246,11 +246,33 @@ pub async fn serve<S>(shard: Rc<Shard>, io: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    serve_on(shard, io, false).await
+}
+
+/// Serves HTTP/1.1 on one socket of the internal listener (`server.internal_listen`): the
+/// operational endpoints only.
+pub async fn serve_internal<S>(shard: Rc<Shard>, io: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_on(shard, io, true).await
+}
+
+async fn serve_on<S>(shard: Rc<Shard>, io: S, internal: bool)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let _guard = shard.track_http();
     let service_shard = shard.clone();
     let service = service_fn(move |req| {
         let shard = service_shard.clone();
-        async move { Ok::<_, Infallible>(route::<S>(&shard, req).await) }
+        async move {
+            Ok::<_, Infallible>(if internal {
+                internal_route(&shard, req).await
+            } else {
+                route::<S>(&shard, req).await
+            })
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -331,7 +353,7 @@ where
                 )),
             },
             ["api", ..] => api::handle(shard, req, &segs[1..]).await,
-            ["metrics"] => Ok(metrics(shard).await),
+            ["metrics"] if shard.node.config.server.public_metrics() => Ok(metrics(shard).await),
             ["healthz"] => Ok(health(true)),
             ["readyz"] => Ok(ready(&shard.node)),
             _ => Err(HttpFault::NotFound),
@@ -349,6 +371,31 @@ where
         );
     }
     response
+}
+
+/// The internal listener's routes: `/metrics`, `/readyz` and `/healthz`, for `GET` and `HEAD`.
+async fn internal_route(shard: &Rc<Shard>, req: Request<Incoming>) -> Response<Body> {
+    shard.metrics.http_request();
+    let head_only = req.method() == Method::HEAD;
+    let path = req.uri().path().to_string();
+    let found = matches!(
+        segments(&path).as_slice(),
+        ["metrics"] | ["readyz"] | ["healthz"]
+    );
+    if found && !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let fault = HttpFault::MethodNotAllowed(req.method().to_string());
+        let mut response = fault_response(shard, &fault, head_only);
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    match segments(&path).as_slice() {
+        ["metrics"] => metrics(shard).await,
+        ["readyz"] => ready(&shard.node),
+        ["healthz"] => health(true),
+        _ => fault_response(shard, &HttpFault::NotFound, head_only),
+    }
 }
 
 /// Whether browsers from `origin` may call Herald (`server.cors.allowed_origins`).

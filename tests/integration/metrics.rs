@@ -2,6 +2,7 @@
 //! as histograms whose buckets add up, and the `process_*` metrics.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
 use serde_json::json;
@@ -11,7 +12,12 @@ use crate::support::{Client, Server, http, metric, rest};
 /// Fetches `/metrics` and returns its text after `promtool check metrics` accepted it: no
 /// parse error and no lint problem (promtool prints those and exits non-zero).
 pub async fn checked_exposition(server: &Server) -> String {
-    let res = http(server.addr, "GET", "/metrics", &[], b"").await;
+    checked_exposition_at(server.addr).await
+}
+
+/// [`checked_exposition`] from any address (the internal listener's).
+pub async fn checked_exposition_at(addr: SocketAddr) -> String {
+    let res = http(addr, "GET", "/metrics", &[], b"").await;
     assert_eq!(res.status, 200);
     assert_eq!(
         res.header("content-type"),
@@ -147,4 +153,63 @@ async fn the_exposition_passes_promtool_with_histograms_and_process_metrics() {
         !text.contains("herald_backplane_"),
         "no backplane on a single node"
     );
+}
+
+/// The internal listener's address, from the listening line (`internal=http://…`).
+fn internal_addr(server: &Server) -> SocketAddr {
+    let (_, rest) = server
+        .banner
+        .split_once("internal=http://")
+        .unwrap_or_else(|| panic!("no internal listener in {:?}", server.banner));
+    rest.trim_end().trim_end_matches(')').parse().unwrap()
+}
+
+/// With `server.internal_listen`, the operational endpoints are on the private address, the
+/// public one keeps its probes but not its numbers, and nothing else is served privately.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_internal_listener_serves_metrics_and_probes() {
+    for io in ["epoll", "uring"] {
+        let server = Server::builder(io)
+            .config("[server]\ninternal_listen = \"127.0.0.1:0\"\n")
+            .start();
+        let internal = internal_addr(&server);
+        assert_ne!(internal.port(), server.addr.port());
+        let _client = Client::connect(&server).await;
+        let text = checked_exposition_at(internal).await;
+        assert!(
+            text.contains("herald_connections{hub=\"chat\",transport=\"websockets\"} 1"),
+            "{text}"
+        );
+        for path in ["/readyz", "/healthz"] {
+            assert_eq!(http(internal, "GET", path, &[], b"").await.status, 200);
+            assert_eq!(http(server.addr, "GET", path, &[], b"").await.status, 200);
+        }
+        let public = http(server.addr, "GET", "/metrics", &[], b"").await;
+        assert_eq!(public.status, 404, "{}", public.text());
+        assert_eq!(public.json()["code"], "not_found");
+        let api = http(internal, "GET", "/api/health", &[], b"").await;
+        assert_eq!(api.status, 404);
+        assert_eq!(
+            http(internal, "GET", "/hubs/chat/negotiate", &[], b"")
+                .await
+                .status,
+            404
+        );
+        let put = http(internal, "PUT", "/metrics", &[], b"").await;
+        assert_eq!(put.status, 405);
+        assert_eq!(put.header("allow"), Some("GET, HEAD"));
+        // Refusals are counted like the public address's.
+        let text = http(internal, "GET", "/metrics", &[], b"").await.text();
+        assert!(
+            text.contains("herald_http_errors_total{code=\"not_found\"} 3\n"),
+            "{text}"
+        );
+    }
+
+    // public_metrics keeps /metrics on the public address as well.
+    let server = Server::builder("epoll")
+        .config("[server]\ninternal_listen = \"127.0.0.1:0\"\npublic_metrics = true\n")
+        .start();
+    checked_exposition(&server).await;
+    checked_exposition_at(internal_addr(&server)).await;
 }

@@ -42,6 +42,8 @@ pub fn herald_bin() -> &'static str {
 /// A running Herald, killed when dropped.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The line Herald printed once listening.
+    pub banner: String,
     child: Option<Child>,
     _dir: Option<TempDir>,
     token: std::sync::OnceLock<String>,
@@ -214,6 +216,7 @@ impl ServerBuilder {
         assert!(line.contains(&format!("io={}", self.io)), "{line}");
         Server {
             addr,
+            banner: line,
             child: Some(child),
             _dir: dir,
             token: std::sync::OnceLock::new(),
