@@ -28,3 +28,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod runtime;
 pub mod transport;
+
+/// The git revision Herald was built from: a short commit hash, `-dirty` when the sources
+/// differed from it, or `unknown` outside a git checkout (see build.rs).
+pub const REVISION: &str = env!("HERALD_GIT_REVISION");

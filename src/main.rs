@@ -10,10 +10,18 @@ use herald::identity::principal;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `herald --version`: the package version and the git revision it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("HERALD_GIT_REVISION"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "herald",
-    version,
+    version = VERSION,
     about = "A self-hosted realtime backend with a SignalR-compatible hub"
 )]
 struct Cli {

@@ -4,6 +4,9 @@
 //! Label sets are bounded: hubs come from the configuration, transports and close reasons and
 //! HTTP fault codes from fixed tables.
 
+pub mod histogram;
+pub mod process;
+
 use std::cell::{Cell, RefCell};
 use std::fmt::Write;
 
@@ -14,7 +17,7 @@ use crate::hub::connection::{Pause, TransportKind};
 use crate::hub::definition::Hubs;
 
 /// Latencies are recorded in microseconds, from 1 µs to 10 minutes, to 2 significant digits.
-fn histogram() -> Histogram<u64> {
+fn empty_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 2).expect("valid histogram bounds")
 }
 
@@ -48,9 +51,30 @@ impl Latency {
         match self {
             Latency::Handshake => "Time from transport start to a completed SignalR handshake.",
             Latency::PublishToWrite => {
-                "Time from a publish to its bytes being written to a client socket."
+                "Time from a publish to its bytes being written to a client socket (one delivery in 8 sampled)."
             }
             Latency::Request => "Time to answer negotiate and REST API requests.",
+        }
+    }
+
+    /// Upper bounds of the exposed buckets, in microseconds: around where each latency
+    /// normally lies, then out to where it means trouble.
+    fn buckets(self) -> &'static [u64] {
+        match self {
+            // Includes the client's own time to send its handshake after connecting.
+            Latency::Handshake => &[
+                500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+                1_000_000, 2_500_000, 5_000_000, 10_000_000,
+            ],
+            // Tens of microseconds when idle; milliseconds and more under load.
+            Latency::PublishToWrite => &[
+                50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+                500_000, 1_000_000, 2_500_000, 5_000_000,
+            ],
+            Latency::Request => &[
+                100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+                500_000, 1_000_000, 2_500_000, 5_000_000,
+            ],
         }
     }
 }
@@ -103,6 +127,9 @@ pub struct ShardMetrics {
     input_pauses: [Cell<u64>; Pause::ALL.len()],
     input_paused_us: [Cell<u64>; Pause::ALL.len()],
     latencies: [RefCell<Histogram<u64>>; 3],
+    /// Exact sums of the recorded latencies, in microseconds (the histogram's own values are
+    /// rounded to its precision).
+    latency_sums: [Cell<u64>; 3],
 }
 
 impl ShardMetrics {
@@ -124,7 +151,8 @@ impl ShardMetrics {
             http_requests: Cell::new(0),
             input_pauses: std::array::from_fn(|_| Cell::new(0)),
             input_paused_us: std::array::from_fn(|_| Cell::new(0)),
-            latencies: std::array::from_fn(|_| RefCell::new(histogram())),
+            latencies: std::array::from_fn(|_| RefCell::new(empty_histogram())),
+            latency_sums: std::array::from_fn(|_| Cell::new(0)),
         }
     }
 
@@ -182,9 +210,9 @@ impl ShardMetrics {
     }
 
     pub fn record(&self, latency: Latency, micros: u64) {
-        let _ = self.latencies[latency as usize]
-            .borrow_mut()
-            .record(micros.clamp(1, 600_000_000));
+        let micros = micros.clamp(1, 600_000_000);
+        let _ = self.latencies[latency as usize].borrow_mut().record(micros);
+        Self::bump(&self.latency_sums[latency as usize], micros);
     }
 
     /// A copy for merging, with the gauges the shard counted: open connections, and
@@ -212,6 +240,7 @@ impl ShardMetrics {
             input_held: 0,
             input_budget: 0,
             latencies: self.latencies.iter().map(|h| h.borrow().clone()).collect(),
+            latency_sums: std::array::from_fn(|i| self.latency_sums[i].get()),
         }
     }
 }
@@ -242,6 +271,8 @@ pub struct Snapshot {
     pub input_held: u64,
     pub input_budget: u64,
     pub latencies: Vec<Histogram<u64>>,
+    /// Sums of the recorded latencies, in microseconds.
+    pub latency_sums: [u64; 3],
 }
 
 impl Snapshot {
@@ -278,6 +309,9 @@ impl Snapshot {
         for (a, b) in self.latencies.iter_mut().zip(&other.latencies) {
             let _ = a.add(b);
         }
+        for (a, b) in self.latency_sums.iter_mut().zip(other.latency_sums) {
+            *a = a.wrapping_add(b);
+        }
     }
 
     /// Renders the Prometheus text exposition format (version 0.0.4).
@@ -292,8 +326,9 @@ impl Snapshot {
         );
         let _ = writeln!(
             o,
-            "herald_info{{version=\"{}\",io=\"{io}\",shards=\"{shards}\"}} 1",
-            env!("CARGO_PKG_VERSION")
+            "herald_info{{version=\"{}\",revision=\"{}\",io=\"{io}\",shards=\"{shards}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            crate::REVISION
         );
         header(
             o,
@@ -489,11 +524,13 @@ impl Snapshot {
         );
         let _ = writeln!(o, "herald_input_budget_bytes {}", self.input_budget);
         for latency in Latency::ALL {
-            summary(
+            histogram::render(
                 o,
                 latency.name(),
                 latency.help(),
+                latency.buckets(),
                 &self.latencies[latency as usize],
+                self.latency_sums[latency as usize],
             );
         }
         out
@@ -534,24 +571,6 @@ fn per_pause(o: &mut String, name: &str, kind: &str, help: &str, value: impl Fn(
     }
 }
 
-fn summary(o: &mut String, name: &str, help: &str, h: &Histogram<u64>) {
-    header(o, name, "summary", help);
-    for q in [0.5, 0.9, 0.99, 0.999] {
-        let v = if h.is_empty() {
-            0
-        } else {
-            h.value_at_quantile(q)
-        };
-        let _ = writeln!(o, "{name}{{quantile=\"{q}\"}} {:.6}", v as f64 / 1e6);
-    }
-    let sum: f64 = h
-        .iter_recorded()
-        .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
-        .sum();
-    let _ = writeln!(o, "{name}_sum {:.6}", sum / 1e6);
-    let _ = writeln!(o, "{name}_count {}", h.len());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -579,7 +598,9 @@ mod tests {
         assert!(text.contains("herald_connections{hub=\"chat\",transport=\"websockets\"} 5"));
         assert!(text.contains("herald_slow_consumer_closes_total 1"));
         assert!(text.contains("herald_handshake_latency_seconds_count 2"));
-        assert!(text.contains("herald_handshake_latency_seconds{quantile=\"0.99\"} 0.003"));
+        assert!(text.contains("herald_handshake_latency_seconds_bucket{le=\"0.001\"} 1"));
+        assert!(text.contains("herald_handshake_latency_seconds_bucket{le=\"0.005\"} 2"));
+        assert!(text.contains("herald_handshake_latency_seconds_sum 0.004000"));
         assert!(text.contains("herald_input_pauses_total{reason=\"outbound\"} 1"));
         assert!(text.contains("herald_input_paused_seconds_total{reason=\"outbound\"} 1.500000"));
         assert!(text.contains("herald_input_paused_connections{reason=\"input_budget\"} 2"));

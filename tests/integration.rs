@@ -20,6 +20,8 @@ mod cluster;
 mod compat;
 #[path = "integration/limits.rs"]
 mod limits;
+#[path = "integration/metrics.rs"]
+mod metrics;
 #[path = "integration/msgpack.rs"]
 mod msgpack;
 #[path = "integration/openapi.rs"]
@@ -36,5 +38,7 @@ mod reconnect;
 mod rest;
 #[path = "integration/shutdown.rs"]
 mod shutdown;
+#[path = "integration/systemd.rs"]
+mod systemd;
 #[path = "integration/tls.rs"]
 mod tls;

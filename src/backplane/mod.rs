@@ -470,18 +470,23 @@ impl Cluster {
         use std::fmt::Write;
         let mut o = String::new();
         let s = &self.stats;
-        let up = self
+        let connected = self
             .links
             .iter()
             .filter(|l| l.up.load(Ordering::Relaxed))
             .count();
         let (peers, remote) = lock(&self.directory).totals();
         let queued = lock(&self.outbox).queued();
-        let gauges: [(&str, &str, u64); 5] = [
+        let gauges: [(&str, &str, u64); 6] = [
             (
                 "herald_backplane_redis_up",
+                "1 while this node is connected to every configured Redis server, else 0.",
+                u64::from(connected == self.links.len()),
+            ),
+            (
+                "herald_backplane_redis_connected_servers",
                 "Redis servers this node is connected to (of herald_backplane_redis_servers).",
-                up as u64,
+                connected as u64,
             ),
             (
                 "herald_backplane_redis_servers",

@@ -273,6 +273,11 @@ impl Config {
         self.server.listen_addr()
     }
 
+    /// The internal listener's address, if one is set.
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.server.internal_addr()
+    }
+
     /// The default configuration as text, with a freshly generated `auth.access_key` in place
     /// of the development key: what `herald init` writes.
     pub fn default_with_fresh_secrets() -> String {
@@ -295,6 +300,32 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn internal_listen_is_an_address_of_its_own() {
+        let config = Config::from_toml("[server]\ninternal_listen = \"127.0.0.1:9090\"\n").unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.internal_addr(),
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        assert!(!config.server.public_metrics());
+        assert!(Config::embedded().server.public_metrics());
+        for (toml, why) in [
+            ("internal_listen = \"localhost\"", "has no port"),
+            ("internal_listen = \"127.0.0.1:5000\"", "must differ"),
+        ] {
+            let err = Config::from_toml(&format!("[server]\n{toml}\n"))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("server.internal_listen") && err.contains(why),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! socket, and what type that socket is ([`Acceptor`]). Everything above works on any
 //! `AsyncRead + AsyncWrite`.
 
+pub mod systemd;
 pub mod uring;
 
 use std::io;
@@ -179,8 +180,9 @@ pub fn bind(addr: SocketAddr, shards: usize, backlog: u32) -> anyhow::Result<Vec
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
-/// Serves until SIGTERM or SIGINT, then shuts down gracefully. Prints the listening line once
-/// every shard is ready.
+/// Serves until SIGTERM or SIGINT, then shuts down gracefully (a second signal cuts the drain
+/// short). Prints the listening line once every shard is ready, and tells systemd (see
+/// [`systemd`]).
 pub fn serve(config: Config) -> anyhow::Result<()> {
     let backend = Backend::choose(config.server.io)?;
     let shards = match config.server.shards {
@@ -189,6 +191,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     };
     let listeners = bind(config.listen_addr(), shards, config.server.listen_backlog)?;
     let addr = listeners[0].local_addr()?;
+    let mut internal = config.internal_addr().map(bind_internal).transpose()?;
+    let internal_addr = internal.as_ref().map(StdListener::local_addr).transpose()?;
     let drain = Duration::from_millis(config.server.shutdown_drain_ms);
     if config.auth.access_key == crate::config::DEVELOPMENT_ACCESS_KEY {
         tracing::warn!(
@@ -236,12 +240,14 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         let node = node.clone();
         let ready = ready_tx.clone();
         let exit = ExitGuard(exit_tx.clone(), id);
+        // Shard 0 serves the internal listener too: a scrape or a probe is little work.
+        let internal = internal.take();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("herald-shard-{id}"))
                 .spawn(move || {
                     let _exit = exit;
-                    if let Err(e) = run_thread(backend, node, id, listener, &ready) {
+                    if let Err(e) = run_thread(backend, node, id, listener, internal, &ready) {
                         let _ = ready.send(Err(format!("shard {id}: {e:#}")));
                     }
                 })?,
@@ -258,13 +264,26 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             Err(_) => bail!("a shard thread ended during start-up"),
         }
     }
+    let internal_note = internal_addr
+        .map(|a| format!(", internal=http://{a}"))
+        .unwrap_or_default();
     println!(
-        "herald listening on {scheme}://{addr} (io={}, shards={shards})",
+        "herald listening on {scheme}://{addr} (io={}, shards={shards}{internal_note})",
         backend.name()
     );
     use std::io::Write;
     let _ = std::io::stdout().flush();
     tracing::info!(%addr, io = backend.name(), shards, "herald is serving");
+    let notifier = systemd::Notifier::from_env().map(Arc::new);
+    if let Some(notifier) = &notifier {
+        notifier.notify(&format!(
+            "READY=1\nSTATUS=Serving on {scheme}://{addr} (io={}, shards={shards}{internal_note})",
+            backend.name()
+        ));
+        if let Some(every) = systemd::watchdog_from_env() {
+            control.spawn(systemd::watchdog(node.clone(), notifier.clone(), every));
+        }
+    }
 
     let unexpected = signals.block_on(async {
         loop {
@@ -283,10 +302,28 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         }
     });
     node.begin_shutdown();
+    if let Some(notifier) = &notifier {
+        notifier.notify(&format!(
+            "STOPPING=1\nSTATUS=Draining connections (up to {} ms)",
+            drain.as_millis()
+        ));
+    }
     if let Some(cluster) = &node.cluster {
         cluster.goodbye();
     }
     let deadline = Instant::now() + drain + Duration::from_secs(2);
+    let running = shards - usize::from(unexpected.is_some());
+    let second = signals.block_on(drained(
+        &mut exit_rx,
+        running,
+        deadline,
+        &mut sigterm,
+        &mut sigint,
+    ));
+    if let Some((name, number)) = second {
+        tracing::warn!("second {name} during the drain: exiting at once");
+        std::process::exit(128 + number);
+    }
     for thread in threads {
         while !thread.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -310,6 +347,33 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until `running` shard threads have ended or `deadline` passes. A second SIGTERM or
+/// SIGINT ends the wait: an operator who asks twice wants the process gone now, not after the
+/// drain (`serve` then exits with 128 + the signal's number, as a shell reports a process
+/// killed by it: 143 or 130).
+async fn drained(
+    exits: &mut tokio::sync::mpsc::UnboundedReceiver<usize>,
+    mut running: usize,
+    deadline: Instant,
+    sigterm: &mut tokio::signal::unix::Signal,
+    sigint: &mut tokio::signal::unix::Signal,
+) -> Option<(&'static str, i32)> {
+    let timeout = tokio::time::sleep_until(deadline.into());
+    tokio::pin!(timeout);
+    while running > 0 {
+        tokio::select! {
+            _ = sigterm.recv() => return Some(("SIGTERM", libc::SIGTERM)),
+            _ = sigint.recv() => return Some(("SIGINT", libc::SIGINT)),
+            exit = exits.recv() => match exit {
+                Some(_) => running -= 1,
+                None => break,
+            },
+            _ = &mut timeout => break,
+        }
+    }
+    None
+}
+
 /// Tells the main thread when a shard thread ends, however it ends.
 struct ExitGuard(tokio::sync::mpsc::UnboundedSender<usize>, usize);
 
@@ -324,6 +388,7 @@ fn run_thread(
     node: Arc<Node>,
     id: usize,
     listener: StdListener,
+    internal: Option<StdListener>,
     ready: &std::sync::mpsc::Sender<Result<(), String>>,
 ) -> anyhow::Result<()> {
     match backend {
@@ -335,7 +400,7 @@ fn run_thread(
             local.block_on(&rt, async {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
                 let _ = ready.send(Ok(()));
-                run_shard(node, id, EpollAcceptor(listener)).await;
+                run_shard(node, id, EpollAcceptor(listener), internal).await;
                 Ok(())
             })
         }
@@ -345,7 +410,7 @@ fn run_thread(
                 let fd = listener.as_raw_fd();
                 let listener = tokio_uring::net::TcpListener::from_std(listener);
                 let _ = ready.send(Ok(()));
-                run_shard(node, id, UringAcceptor { listener, fd }).await;
+                run_shard(node, id, UringAcceptor { listener, fd }, internal).await;
                 Ok(())
             })
         }
@@ -354,10 +419,18 @@ fn run_thread(
 
 /// One shard's life: accept until shutdown, then close every connection with
 /// `allowReconnect` and wait (up to the drain time) for them to finish.
-async fn run_shard<A: Acceptor>(node: Arc<Node>, id: usize, acceptor: A) {
+async fn run_shard<A: Acceptor>(
+    node: Arc<Node>,
+    id: usize,
+    acceptor: A,
+    internal: Option<StdListener>,
+) {
     let shard = Shard::new(id, node.clone());
     tokio::task::spawn_local(shard.clone().run_inbox());
     tokio::task::spawn_local(shard.clone().run_housekeeping());
+    if let Some(listener) = internal {
+        tokio::task::spawn_local(run_internal(shard.clone(), listener));
+    }
     let shutdown = node.shutdown_signal();
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(5);
@@ -384,6 +457,43 @@ async fn run_shard<A: Acceptor>(node: Arc<Node>, id: usize, acceptor: A) {
         Duration::from_millis(node.config.server.shutdown_drain_ms),
     )
     .await;
+}
+
+/// Binds the internal listener (`server.internal_listen`).
+fn bind_internal(addr: SocketAddr) -> anyhow::Result<StdListener> {
+    let listener = StdListener::bind(addr)
+        .with_context(|| format!("cannot listen on {addr} (server.internal_listen)"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Accepts on the internal listener until shutdown. Plain HTTP through tokio's own sockets on
+/// either backend (tokio-uring runs a tokio runtime underneath): a scrape every few seconds
+/// does not need io_uring.
+async fn run_internal(shard: Rc<Shard>, listener: StdListener) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(error = %e, "internal listener unusable");
+            return;
+        }
+    };
+    let shutdown = shard.node.shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((io, _)) => {
+                    tokio::task::spawn_local(http::serve_internal(shard.clone(), io));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "internal accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
 }
 
 /// Serves one accepted socket: HTTP, over TLS when configured (the handshake runs in the

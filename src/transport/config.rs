@@ -44,6 +44,11 @@ pub struct ServerConfig {
     pub inbox_capacity: usize,
     /// Whether `GET /` serves the chat page (transport/page.rs).
     pub page: bool,
+    /// A second, private address for the operational endpoints (`/metrics`, `/readyz`,
+    /// `/healthz`); empty = none.
+    pub internal_listen: String,
+    /// Whether the public address still serves `/metrics` once `internal_listen` is set.
+    pub public_metrics: bool,
     pub cors: CorsConfig,
     pub tls: TlsConfig,
 }
@@ -60,6 +65,8 @@ impl Default for ServerConfig {
             body_timeout_ms: 30_000,
             inbox_capacity: 65536,
             page: true,
+            internal_listen: String::new(),
+            public_metrics: false,
             cors: CorsConfig::default(),
             tls: TlsConfig::default(),
         }
@@ -68,7 +75,18 @@ impl Default for ServerConfig {
 
 impl ServerConfig {
     pub fn validate(&self) -> Result<(), Invalid> {
-        resolve_listen(&self.listen).map_err(|reason| Invalid::new("server.listen", reason))?;
+        let listen =
+            resolve_listen(&self.listen).map_err(|reason| Invalid::new("server.listen", reason))?;
+        if !self.internal_listen.is_empty() {
+            let internal = resolve_listen(&self.internal_listen)
+                .map_err(|reason| Invalid::new("server.internal_listen", reason))?;
+            if internal == listen && listen.port() != 0 {
+                return Err(Invalid::new(
+                    "server.internal_listen",
+                    "must differ from server.listen",
+                ));
+            }
+        }
         if self.shards > 1024 {
             return Err(Invalid::new("server.shards", "at most 1024"));
         }
@@ -98,6 +116,18 @@ impl ServerConfig {
     /// that it resolves.
     pub fn listen_addr(&self) -> SocketAddr {
         resolve_listen(&self.listen).expect("validated listen address")
+    }
+
+    /// The internal listener's address, if one is set (validated like `listen`).
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        (!self.internal_listen.is_empty())
+            .then(|| resolve_listen(&self.internal_listen).expect("validated internal address"))
+    }
+
+    /// Whether the public address serves `/metrics`: always without an internal listener
+    /// (where else could it be scraped?), else only if `public_metrics` says so.
+    pub fn public_metrics(&self) -> bool {
+        self.internal_listen.is_empty() || self.public_metrics
     }
 }
 

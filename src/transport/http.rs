@@ -251,11 +251,33 @@ pub async fn serve<S>(shard: Rc<Shard>, io: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    serve_on(shard, io, false).await
+}
+
+/// Serves HTTP/1.1 on one socket of the internal listener (`server.internal_listen`): the
+/// operational endpoints only.
+pub async fn serve_internal<S>(shard: Rc<Shard>, io: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_on(shard, io, true).await
+}
+
+async fn serve_on<S>(shard: Rc<Shard>, io: S, internal: bool)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let _guard = shard.track_http();
     let service_shard = shard.clone();
     let service = service_fn(move |req| {
         let shard = service_shard.clone();
-        async move { Ok::<_, Infallible>(route::<S>(&shard, req).await) }
+        async move {
+            Ok::<_, Infallible>(if internal {
+                internal_route(&shard, req).await
+            } else {
+                route::<S>(&shard, req).await
+            })
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -338,10 +360,12 @@ where
             ["api", ..] => api::handle(shard, req, &segs[1..]).await,
             [] => page::index(shard, &req),
             ["page", name] => page::asset(shard, &req, name),
-            ["metrics"] => match read_only(req.method()) {
-                Ok(()) => Ok(metrics(shard).await),
-                Err(e) => Err(e),
-            },
+            ["metrics"] if shard.node.config.server.public_metrics() => {
+                match read_only(req.method()) {
+                    Ok(()) => Ok(metrics(shard).await),
+                    Err(e) => Err(e),
+                }
+            }
             ["healthz"] => read_only(req.method()).map(|()| health(true)),
             ["readyz"] => read_only(req.method()).map(|()| ready(&shard.node)),
             _ => Err(HttpFault::NotFound),
@@ -370,6 +394,25 @@ pub fn read_only(method: &Method) -> Result<(), HttpFault> {
             method: method.to_string(),
             allow: "GET, HEAD".into(),
         })
+    }
+}
+
+/// The internal listener's routes: `/metrics`, `/readyz` and `/healthz`, for `GET` and `HEAD`.
+async fn internal_route(shard: &Rc<Shard>, req: Request<Incoming>) -> Response<Body> {
+    shard.metrics.http_request();
+    let head_only = req.method() == Method::HEAD;
+    let path = req.uri().path().to_string();
+    let segs = segments(&path);
+    if !matches!(segs.as_slice(), ["metrics"] | ["readyz"] | ["healthz"]) {
+        return fault_response(shard, &HttpFault::NotFound, head_only);
+    }
+    if let Err(fault) = read_only(req.method()) {
+        return fault_response(shard, &fault, head_only);
+    }
+    match segs.as_slice() {
+        ["metrics"] => metrics(shard).await,
+        ["readyz"] => ready(&shard.node),
+        _ => health(true),
     }
 }
 
@@ -444,6 +487,7 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Body> {
     if let Some(cluster) = &node.cluster {
         text.push_str(&cluster.render());
     }
+    crate::metrics::process::render(&mut text);
     let mut response = Response::new(full(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -310,3 +310,34 @@ fn fresh_secrets_for_a_new_deployment() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `herald --version` names the package version and the git revision built from: the short
+/// commit hash of this checkout (with `-dirty` while tracked files differ from it), or
+/// `unknown` where there is no git.
+#[test]
+fn version_names_the_git_revision() {
+    let out = run(&["--version"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let version = concat!("herald ", env!("CARGO_PKG_VERSION"), " (");
+    let revision = text
+        .trim_end()
+        .strip_prefix(version)
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{text:?}"));
+    let git = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    match git {
+        Ok(git) if git.status.success() => {
+            let hash = String::from_utf8(git.stdout).unwrap();
+            let hash = hash.trim();
+            assert!(
+                revision == hash || revision == format!("{hash}-dirty"),
+                "{revision:?} is not {hash:?}"
+            );
+        }
+        _ => assert_eq!(revision, "unknown"),
+    }
+}

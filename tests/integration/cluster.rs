@@ -480,8 +480,9 @@ async fn deliveries_cross_nodes(redis: &[&Redis]) {
             break;
         }
     }
+    assert_eq!(metric(&nodes[0], "herald_backplane_redis_up ").await, 1.0);
     assert_eq!(
-        metric(&nodes[0], "herald_backplane_redis_up").await,
+        metric(&nodes[0], "herald_backplane_redis_connected_servers").await,
         redis.len() as f64
     );
     let ready = http(nodes[0].addr, "GET", "/readyz", &[], b"").await.json();
@@ -1074,4 +1075,28 @@ async fn an_acl_user_with_only_the_backplane_commands_suffices() {
             0.0
         );
     }
+}
+
+/// A Redis-backed node's exposition, backplane metrics included, passes `promtool check
+/// metrics`, and `herald_backplane_redis_up` is 1 while Redis is there and 0 once it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clustered_exposition_passes_promtool() {
+    let mut redis = Redis::start();
+    let nodes = cluster(&[&redis], 1);
+    let _client = Client::connect(&nodes[0]).await;
+    crate::support::eventually("the node connected to Redis", || async {
+        metric(&nodes[0], "herald_backplane_redis_up ").await == 1.0
+    })
+    .await;
+    let text = crate::metrics::checked_exposition(&nodes[0]).await;
+    assert!(
+        text.contains("# TYPE herald_backplane_redis_up gauge\n"),
+        "{text}"
+    );
+    redis.kill();
+    crate::support::eventually("the node noticed Redis went away", || async {
+        metric(&nodes[0], "herald_backplane_redis_up ").await == 0.0
+    })
+    .await;
+    crate::metrics::checked_exposition(&nodes[0]).await;
 }

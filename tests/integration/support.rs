@@ -42,6 +42,8 @@ pub fn herald_bin() -> &'static str {
 /// A running Herald, killed when dropped.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The line Herald printed once listening.
+    pub banner: String,
     child: Option<Child>,
     _dir: Option<TempDir>,
     token: std::sync::OnceLock<String>,
@@ -120,10 +122,13 @@ impl Server {
 
     /// Sends SIGTERM and waits (up to `within`) for the process to exit.
     pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        self.signal(15);
+        self.wait_exit(within)
+    }
+
+    /// Waits (up to `within`) for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
         let child = self.child.as_mut().unwrap();
-        unsafe {
-            libc_kill(child.id() as i32, 15);
-        }
         let deadline = std::time::Instant::now() + within;
         while std::time::Instant::now() < deadline {
             if let Some(status) = child.try_wait().unwrap() {
@@ -211,6 +216,7 @@ impl ServerBuilder {
         assert!(line.contains(&format!("io={}", self.io)), "{line}");
         Server {
             addr,
+            banner: line,
             child: Some(child),
             _dir: dir,
             token: std::sync::OnceLock::new(),
