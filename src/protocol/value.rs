@@ -3,6 +3,12 @@
 //! Arguments are parsed into `Value` once and encoded once per wire protocol, so a publish can
 //! reach JSON and (later) MessagePack clients alike. Binary has no JSON form and becomes base64,
 //! as ASP.NET Core does.
+//!
+//! JSON numbers pass from JSON client to JSON client unchanged, as they do through ASP.NET
+//! Core: an integer beyond 64 bits or a decimal a float would round keeps its text
+//! ([`Value::Number`]; an exponent keeps its digits and is written `e+N` or `e-N`).
+//! MessagePack has no such number; its receivers get the nearest float64 (IEEE 754
+//! round-to-nearest-even; beyond its range, an infinity).
 
 use std::fmt;
 
@@ -20,6 +26,9 @@ pub enum Value {
     /// Integers above i64::MAX.
     UInt(u64),
     Float(f64),
+    /// A JSON number that none of the variants above holds exactly (an integer beyond 64 bits,
+    /// more digits than a float keeps, an exponent form such as `1e2`), as its JSON text.
+    Number(serde_json::Number),
     Str(String),
     Bin(Vec<u8>),
     Array(Vec<Value>),
@@ -44,7 +53,7 @@ impl Value {
             Value::Null => "null",
             Value::Bool(_) => "boolean",
             Value::Int(_) | Value::UInt(_) => "integer",
-            Value::Float(_) => "number",
+            Value::Float(_) | Value::Number(_) => "number",
             Value::Str(_) => "string",
             Value::Bin(_) => "binary",
             Value::Array(_) => "array",
@@ -88,6 +97,7 @@ impl Serialize for Value {
             Value::Float(f) if f.is_finite() => s.serialize_f64(*f),
             // JSON has no NaN or infinity; ASP.NET would fail, Herald sends null.
             Value::Float(_) => s.serialize_unit(),
+            Value::Number(n) => n.serialize(s),
             Value::Str(v) => s.serialize_str(v),
             Value::Bin(b) => s.serialize_str(&STANDARD.encode(b)),
             Value::Array(items) => {
@@ -170,11 +180,41 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
-        while let Some((k, v)) = map.next_entry::<String, Value>()? {
-            entries.push((k, v));
+        while let Some(k) = map.next_key::<String>()? {
+            // serde_json hands over the text of a number that is not a 64-bit integer as a
+            // one-entry map under its private key (`arbitrary_precision`).
+            if entries.is_empty() && k == NUMBER_TOKEN {
+                let text: String = map.next_value()?;
+                return number(&text).ok_or_else(|| {
+                    serde::de::Error::custom(format!("`{text}` is not a JSON number"))
+                });
+            }
+            entries.push((k, map.next_value()?));
         }
         Ok(Value::Map(entries))
     }
+}
+
+/// The key under which serde_json (with `arbitrary_precision`) passes a number's text.
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+/// The value of a JSON number's text that is not a 64-bit integer: a float when the float
+/// writes back as the same text, so that common decimals (`1.5`) stay floats for MessagePack
+/// receivers and for code that reads numbers; otherwise the text itself.
+fn number(text: &str) -> Option<Value> {
+    let exact: serde_json::Number = text.parse().ok()?;
+    if let Ok(f) = text.parse::<f64>()
+        && serde_json::Number::from_f64(f).is_some_and(|n| n.as_str() == text)
+    {
+        return Some(Value::Float(f));
+    }
+    Some(Value::Number(exact))
+}
+
+/// The nearest float64 to a number (IEEE 754 round-to-nearest-even; beyond its range, an
+/// infinity), for receivers whose protocol has no arbitrary-precision number.
+pub fn nearest_f64(n: &serde_json::Number) -> f64 {
+    n.as_str().parse().unwrap_or(f64::NAN)
 }
 
 /// The MessagePack timestamp extension (32, 64 or 96 bits) as an RFC 3339 UTC string.
@@ -229,6 +269,63 @@ mod tests {
         let Value::Array(items) = &v else { panic!() };
         assert_eq!(items[2], Value::Int(-5));
         assert_eq!(items[3], Value::UInt(u64::MAX));
+    }
+
+    #[test]
+    fn json_numbers_pass_through_unchanged() {
+        for text in [
+            "123456789012345678901234567890",
+            "-123456789012345678901234567890",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "1e+2",
+            "1.10",
+            "-0",
+            "0.30000000000000000001",
+            "2.5e-400",
+        ] {
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert!(matches!(v, Value::Number(_)), "{text}: {v:?}");
+            assert_eq!(v.kind(), "number");
+            assert_eq!(serde_json::to_string(&v).unwrap(), text);
+            // Nested, and as arguments of a hub message.
+            let nested = format!(r#"{{"n":[{text}],"m":{text}}}"#);
+            let v: Value = serde_json::from_str(&nested).unwrap();
+            assert_eq!(serde_json::to_string(&v).unwrap(), nested);
+        }
+        // Exponents keep their digits and get an explicit sign.
+        for (text, out) in [("1e2", "1e+2"), ("1E400", "1e+400"), ("5E-1", "5e-1")] {
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(serde_json::to_string(&v).unwrap(), out);
+        }
+        // Decimals a float writes back as they came stay floats.
+        for (text, f) in [("1.5", 1.5), ("-0.25", -0.25), ("1e-7", 1e-7)] {
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(v, Value::Float(f), "{text}");
+            assert_eq!(serde_json::to_string(&v).unwrap(), text);
+        }
+        // An object that only looks like serde_json's number carrier is refused, not misread.
+        assert!(serde_json::from_str::<Value>(r#"{"$serde_json::private::Number":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn numbers_reach_messagepack_as_the_nearest_float64() {
+        let to_mp = |text: &str| {
+            let v: Value = serde_json::from_str(text).unwrap();
+            let mut out = Vec::new();
+            crate::protocol::msgpack::write_value(&v, &mut out);
+            crate::protocol::msgpack::read_value(&out).unwrap()
+        };
+        assert_eq!(
+            to_mp("123456789012345678901234567890"),
+            Value::Float(1.234_567_890_123_456_8e29)
+        );
+        assert_eq!(to_mp("1e2"), Value::Float(100.0));
+        assert_eq!(to_mp("1.10"), Value::Float(1.1));
+        assert_eq!(to_mp("-0"), Value::Float(-0.0));
+        assert_eq!(to_mp("1E400"), Value::Float(f64::INFINITY));
+        // Integers that fit 64 bits stay integers.
+        assert_eq!(to_mp("9007199254740993"), Value::Int(9_007_199_254_740_993));
     }
 
     #[test]
