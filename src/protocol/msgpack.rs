@@ -376,7 +376,7 @@ pub fn write_value(v: &Value, out: &mut Vec<u8>) {
         // MessagePack has no arbitrary-precision number: the nearest float64.
         Value::Number(n) => {
             out.push(0xcb);
-            out.extend_from_slice(&super::value::nearest_f64(n).to_bits().to_be_bytes());
+            out.extend_from_slice(&n.to_f64().to_bits().to_be_bytes());
         }
         Value::Str(s) => write_str(s, out),
         Value::Bin(b) => {

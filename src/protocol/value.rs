@@ -5,8 +5,9 @@
 //! as ASP.NET Core does.
 //!
 //! JSON numbers pass from JSON client to JSON client unchanged, as they do through ASP.NET
-//! Core: an integer beyond 64 bits or a decimal a float would round keeps its text
-//! ([`Value::Number`]; an exponent keeps its digits and is written `e+N` or `e-N`).
+//! Core: every JSON number but a 64-bit integer keeps its text ([`JsonNumber`]; an exponent
+//! keeps its digits and is written `e+N` or `e-N`), so an integer beyond 64 bits, or above
+//! 2^53, or a decimal with more digits than a float keeps, arrives as it was sent.
 //! MessagePack has no such number; its receivers get the nearest float64 (IEEE 754
 //! round-to-nearest-even; beyond its range, an infinity).
 
@@ -15,7 +16,7 @@ use std::fmt;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, SerializeStruct, Serializer};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -25,10 +26,10 @@ pub enum Value {
     Int(i64),
     /// Integers above i64::MAX.
     UInt(u64),
+    /// A float (from MessagePack: JSON numbers that are not 64-bit integers keep their text).
     Float(f64),
-    /// A JSON number that none of the variants above holds exactly (an integer beyond 64 bits,
-    /// more digits than a float keeps, an exponent form such as `1e2`), as its JSON text.
-    Number(serde_json::Number),
+    /// A JSON number other than a 64-bit integer, as its text.
+    Number(JsonNumber),
     Str(String),
     Bin(Vec<u8>),
     Array(Vec<Value>),
@@ -185,8 +186,8 @@ impl<'de> Visitor<'de> for ValueVisitor {
             // one-entry map under its private key (`arbitrary_precision`).
             if entries.is_empty() && k == NUMBER_TOKEN {
                 let text: String = map.next_value()?;
-                return number(&text).ok_or_else(|| {
-                    serde::de::Error::custom(format!("`{text}` is not a JSON number"))
+                return JsonNumber::new(text).map(Value::Number).ok_or_else(|| {
+                    serde::de::Error::custom("an object keyed like a number is not a number")
                 });
             }
             entries.push((k, map.next_value()?));
@@ -195,26 +196,76 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 }
 
-/// The key under which serde_json (with `arbitrary_precision`) passes a number's text.
+/// The key under which serde_json (with `arbitrary_precision`) passes a number's text, and
+/// takes text to write as a number.
 const NUMBER_TOKEN: &str = "$serde_json::private::Number";
 
-/// The value of a JSON number's text that is not a 64-bit integer: a float when the float
-/// writes back as the same text, so that common decimals (`1.5`) stay floats for MessagePack
-/// receivers and for code that reads numbers; otherwise the text itself.
-fn number(text: &str) -> Option<Value> {
-    let exact: serde_json::Number = text.parse().ok()?;
-    if let Ok(f) = text.parse::<f64>()
-        && serde_json::Number::from_f64(f).is_some_and(|n| n.as_str() == text)
-    {
-        return Some(Value::Float(f));
+/// A JSON number's text, always valid JSON: written back as it came.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonNumber(Box<str>);
+
+impl JsonNumber {
+    /// `text` if it is a JSON number (RFC 8259 §6). serde_json hands over only numbers it
+    /// scanned, but a client can send an object that looks like its carrier, and its text
+    /// would be written out raw.
+    pub fn new(text: impl Into<Box<str>>) -> Option<JsonNumber> {
+        let text = text.into();
+        is_json_number(text.as_bytes()).then_some(JsonNumber(text))
     }
-    Some(Value::Number(exact))
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The nearest float64 (IEEE 754 round-to-nearest-even; beyond its range, an infinity),
+    /// for receivers whose protocol has no arbitrary-precision number.
+    pub fn to_f64(&self) -> f64 {
+        self.0.parse().unwrap_or(f64::NAN)
+    }
 }
 
-/// The nearest float64 to a number (IEEE 754 round-to-nearest-even; beyond its range, an
-/// infinity), for receivers whose protocol has no arbitrary-precision number.
-pub fn nearest_f64(n: &serde_json::Number) -> f64 {
-    n.as_str().parse().unwrap_or(f64::NAN)
+impl Serialize for JsonNumber {
+    /// Raw, through serde_json's number token; only JSON serializers meet a `Value`.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut number = s.serialize_struct(NUMBER_TOKEN, 1)?;
+        number.serialize_field(NUMBER_TOKEN, &*self.0)?;
+        number.end()
+    }
+}
+
+/// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+fn is_json_number(t: &[u8]) -> bool {
+    let digits = |t: &[u8], i: &mut usize| {
+        let start = *i;
+        while t.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i > start
+    };
+    let mut i = usize::from(t.first() == Some(&b'-'));
+    match t.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(t, &mut i);
+        }
+        _ => return false,
+    }
+    if t.get(i) == Some(&b'.') {
+        i += 1;
+        if !digits(t, &mut i) {
+            return false;
+        }
+    }
+    if matches!(t.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(t.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if !digits(t, &mut i) {
+            return false;
+        }
+    }
+    i == t.len()
 }
 
 /// The MessagePack timestamp extension (32, 64 or 96 bits) as an RFC 3339 UTC string.
@@ -298,14 +349,29 @@ mod tests {
             let v: Value = serde_json::from_str(text).unwrap();
             assert_eq!(serde_json::to_string(&v).unwrap(), out);
         }
-        // Decimals a float writes back as they came stay floats.
-        for (text, f) in [("1.5", 1.5), ("-0.25", -0.25), ("1e-7", 1e-7)] {
+        for text in ["1.5", "-0.25", "1e-7", "0.1"] {
             let v: Value = serde_json::from_str(text).unwrap();
-            assert_eq!(v, Value::Float(f), "{text}");
             assert_eq!(serde_json::to_string(&v).unwrap(), text);
         }
-        // An object that only looks like serde_json's number carrier is refused, not misread.
-        assert!(serde_json::from_str::<Value>(r#"{"$serde_json::private::Number":"x"}"#).is_err());
+        // An object that only looks like serde_json's number carrier is refused, not written
+        // out raw.
+        for fake in [
+            "x",
+            "1,\"y\":2",
+            "01",
+            "1.",
+            ".5",
+            "-",
+            "1e",
+            "1e+",
+            "+1",
+            " 1",
+            "",
+        ] {
+            let json = format!(r#"{{"$serde_json::private::Number":"{fake}"}}"#);
+            assert!(serde_json::from_str::<Value>(&json).is_err(), "{fake:?}");
+        }
+        assert!(JsonNumber::new("-0.5e+10").is_some());
     }
 
     #[test]
@@ -324,6 +390,7 @@ mod tests {
         assert_eq!(to_mp("1.10"), Value::Float(1.1));
         assert_eq!(to_mp("-0"), Value::Float(-0.0));
         assert_eq!(to_mp("1E400"), Value::Float(f64::INFINITY));
+        assert_eq!(to_mp("1.25"), Value::Float(1.25));
         // Integers that fit 64 bits stay integers.
         assert_eq!(to_mp("9007199254740993"), Value::Int(9_007_199_254_740_993));
     }
