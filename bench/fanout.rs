@@ -17,7 +17,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use crossbeam::utils::CachePadded;
+use crossbeam_utils::CachePadded;
 use herald::config::Config;
 use herald::hub::{
     Connection, ConnectionId, Node, Outgoing, Publish, Shard, ShardMsg, Target, TransportKind,

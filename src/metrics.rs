@@ -123,6 +123,8 @@ pub struct ShardMetrics {
     failures: [Cell<u64>; CloseReason::CODES.len()],
     http_faults: [Cell<u64>; HttpFault::CODES.len()],
     http_requests: Cell<u64>,
+    /// Long polls that found nothing queued and waited for data.
+    long_polls_waited: Cell<u64>,
     /// Times reading from a client was paused, and microseconds it stayed paused, by reason.
     input_pauses: [Cell<u64>; Pause::ALL.len()],
     input_paused_us: [Cell<u64>; Pause::ALL.len()],
@@ -149,6 +151,7 @@ impl ShardMetrics {
             failures: std::array::from_fn(|_| Cell::new(0)),
             http_faults: std::array::from_fn(|_| Cell::new(0)),
             http_requests: Cell::new(0),
+            long_polls_waited: Cell::new(0),
             input_pauses: std::array::from_fn(|_| Cell::new(0)),
             input_paused_us: std::array::from_fn(|_| Cell::new(0)),
             latencies: std::array::from_fn(|_| RefCell::new(empty_histogram())),
@@ -199,6 +202,9 @@ impl ShardMetrics {
     pub fn http_request(&self) {
         Self::bump(&self.http_requests, 1);
     }
+    pub fn long_poll_waited(&self) {
+        Self::bump(&self.long_polls_waited, 1);
+    }
     pub fn input_paused(&self, why: Pause) {
         Self::bump(&self.input_pauses[why.index()], 1);
     }
@@ -234,6 +240,8 @@ impl ShardMetrics {
             failures: get(&self.failures),
             http_faults: get(&self.http_faults),
             http_requests: self.http_requests.get(),
+            long_polls_waited: self.long_polls_waited.get(),
+            awaiting_reconnect: 0,
             input_pauses: std::array::from_fn(|i| self.input_pauses[i].get()),
             input_paused_us: std::array::from_fn(|i| self.input_paused_us[i].get()),
             paused,
@@ -263,6 +271,9 @@ pub struct Snapshot {
     pub failures: Vec<u64>,
     pub http_faults: Vec<u64>,
     pub http_requests: u64,
+    pub long_polls_waited: u64,
+    /// Connections whose socket dropped, held for a stateful reconnect.
+    pub awaiting_reconnect: u64,
     pub input_pauses: [u64; Pause::ALL.len()],
     pub input_paused_us: [u64; Pause::ALL.len()],
     /// Connections whose reading is paused now, by reason.
@@ -298,6 +309,8 @@ impl Snapshot {
         }
         self.silent_sockets += other.silent_sockets;
         self.http_requests += other.http_requests;
+        self.long_polls_waited += other.long_polls_waited;
+        self.awaiting_reconnect += other.awaiting_reconnect;
         for i in 0..Pause::ALL.len() {
             self.input_pauses[i] += other.input_pauses[i];
             self.input_paused_us[i] += other.input_paused_us[i];
@@ -476,6 +489,23 @@ impl Snapshot {
             "herald_http_requests_total",
             "HTTP requests received.",
             self.http_requests,
+        );
+        counter(
+            o,
+            "herald_long_polls_waited_total",
+            "Long polls that found nothing queued and waited for data (or their timeout).",
+            self.long_polls_waited,
+        );
+        header(
+            o,
+            "herald_connections_awaiting_reconnect",
+            "gauge",
+            "Connections whose socket dropped, held for a stateful reconnect.",
+        );
+        let _ = writeln!(
+            o,
+            "herald_connections_awaiting_reconnect {}",
+            self.awaiting_reconnect
         );
         header(
             o,

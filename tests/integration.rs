@@ -1,6 +1,8 @@
 //! Integration tests: each starts the real `herald` binary on a free port and talks to it over
 //! real sockets. Every socket-level test runs on both I/O backends (io_uring and epoll).
 
+#[path = "integration/redis.rs"]
+mod redis;
 #[path = "integration/support.rs"]
 mod support;
 

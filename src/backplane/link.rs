@@ -20,7 +20,7 @@ use redis::{
 };
 
 use super::Cluster;
-use super::envelope::Envelope;
+use super::envelope::{Envelope, EnvelopeError};
 use super::outbox::{Seen, Verdict};
 use crate::config::ClusterConfig;
 use crate::hub::Node;
@@ -330,10 +330,13 @@ async fn write_loop(
                     }
                     stats.commands.fetch_add(keys.len() as u64, Ordering::Relaxed);
                     match pipe.query_async::<()>(conn).await {
-                        Ok(()) => {}
+                        Ok(()) => {
+                            stats.trims.fetch_add(1, Ordering::Relaxed);
+                        }
                         // Not worth losing the link over: the length cap still bounds the
                         // streams.
                         Err(e) if refuses_writes(&e) => {
+                            stats.trims_refused.fetch_add(1, Ordering::Relaxed);
                             if !trim_refused {
                                 tracing::warn!(%url, "Redis refuses XTRIM; streams are bounded by cluster.stream_max_len only: {e}");
                                 trim_refused = true;
@@ -450,6 +453,16 @@ async fn read_loop(
                 };
                 let env = match Envelope::decode(data) {
                     Ok(env) => env,
+                    // A node of a later release, out of step with this one (see
+                    // envelope's versioning rule): skipped, counted, said once.
+                    Err(e @ EnvelopeError::Newer(_)) => {
+                        if stats.newer_version.fetch_add(1, Ordering::Relaxed) == 0 {
+                            tracing::warn!(
+                                "skipping cluster messages from a newer Herald; every node must run this release or the next one: {e}"
+                            );
+                        }
+                        continue;
+                    }
                     Err(e) => {
                         if stats.undecodable.fetch_add(1, Ordering::Relaxed) == 0 {
                             tracing::warn!("skipping a cluster message this node cannot read: {e}");

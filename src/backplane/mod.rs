@@ -58,6 +58,11 @@ pub struct Stats {
     pub duplicates: AtomicU64,
     pub gaps: AtomicU64,
     pub undecodable: AtomicU64,
+    /// Entries of a newer envelope version than this node reads.
+    pub newer_version: AtomicU64,
+    /// Age-trimming passes (`XTRIM`) Redis accepted, and refused.
+    pub trims: AtomicU64,
+    pub trims_refused: AtomicU64,
     pub commands: AtomicU64,
     pub epoch_changes: AtomicU64,
     pub replayed: AtomicU64,
@@ -517,7 +522,7 @@ impl Cluster {
             "# HELP herald_backplane_lag_seconds Send-to-read delay of the last cluster message read from another node.\n# TYPE herald_backplane_lag_seconds gauge\nherald_backplane_lag_seconds {:.6}",
             s.lag_us.load(Ordering::Relaxed) as f64 / 1e6
         );
-        let counters: [(&str, &str, &AtomicU64); 13] = [
+        let counters: [(&str, &str, &AtomicU64); 16] = [
             (
                 "herald_backplane_written_total",
                 "Cluster messages written to Redis.",
@@ -545,8 +550,23 @@ impl Cluster {
             ),
             (
                 "herald_backplane_undecodable_total",
-                "Stream entries this node could not read (another envelope version, or corrupt).",
+                "Stream entries this node could not read (corrupt, or an envelope version older than it reads).",
                 &s.undecodable,
+            ),
+            (
+                "herald_backplane_newer_version_total",
+                "Stream entries of an envelope version newer than this node reads (a node of a later release), skipped.",
+                &s.newer_version,
+            ),
+            (
+                "herald_backplane_trims_total",
+                "Age-trimming passes over the streams (XTRIM) Redis accepted.",
+                &s.trims,
+            ),
+            (
+                "herald_backplane_trim_refused_total",
+                "Age-trimming passes Redis refused (a missing +xtrim permission): the streams are bounded by cluster.stream_max_len only.",
+                &s.trims_refused,
             ),
             (
                 "herald_backplane_redis_commands_total",

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crossbeam::queue::ArrayQueue;
+use crossbeam_queue::ArrayQueue;
 use tokio::sync::{Notify, oneshot, watch};
 
 use super::connection::{ConnectionId, IdBuildHasher, TransportKind};
@@ -415,7 +415,7 @@ pub struct Keys {
 
 impl Keys {
     pub fn new(access_key: &str) -> Keys {
-        use hmac::{Hmac, Mac};
+        use hmac::{Hmac, KeyInit, Mac};
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(access_key.as_bytes())
             .expect("HMAC takes any key length");
         mac.update(b"herald connection token v1");

@@ -579,9 +579,13 @@ impl Shard {
         let transports = TransportKind::ALL.len();
         let mut gauges = vec![0u64; self.node.hubs.len() * transports];
         let mut paused = [0u64; crate::hub::connection::Pause::ALL.len()];
+        let mut awaiting_reconnect = 0;
         for conn in state.conns.values() {
             if let Some((why, _)) = conn.input_paused() {
                 paused[why.index()] += 1;
+            }
+            if conn.disconnected_since().is_some() {
+                awaiting_reconnect += 1;
             }
             if conn.phase() == Phase::Open {
                 let t = TransportKind::ALL
@@ -592,6 +596,7 @@ impl Shard {
             }
         }
         let mut snapshot = self.metrics.snapshot(gauges, paused);
+        snapshot.awaiting_reconnect = awaiting_reconnect;
         snapshot.input_held = self.node.input.held() as u64;
         snapshot.input_budget = self.node.input.limit() as u64;
         snapshot

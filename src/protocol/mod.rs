@@ -15,7 +15,7 @@ pub mod stream;
 pub mod value;
 
 pub use message::{Completion, HubMessage};
-pub use value::Value;
+pub use value::{JsonNumber, Value};
 
 /// Ends every JSON hub message and the handshake.
 pub const RECORD_SEPARATOR: u8 = 0x1e;

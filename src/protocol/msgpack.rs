@@ -204,6 +204,7 @@ impl<'a> Reader<'a> {
                 scalar @ (Value::Int(_)
                 | Value::UInt(_)
                 | Value::Float(_)
+                | Value::Number(_)
                 | Value::Bool(_)
                 | Value::Null) => serde_json::to_string(&scalar).unwrap_or_default(),
                 _ => return Err(invalid("a map key must be a string or a number")),
@@ -371,6 +372,11 @@ pub fn write_value(v: &Value, out: &mut Vec<u8>) {
         Value::Float(f) => {
             out.push(0xcb);
             out.extend_from_slice(&f.to_bits().to_be_bytes());
+        }
+        // MessagePack has no arbitrary-precision number: the nearest float64.
+        Value::Number(n) => {
+            out.push(0xcb);
+            out.extend_from_slice(&n.to_f64().to_bits().to_be_bytes());
         }
         Value::Str(s) => write_str(s, out),
         Value::Bin(b) => {

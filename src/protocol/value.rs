@@ -3,13 +3,20 @@
 //! Arguments are parsed into `Value` once and encoded once per wire protocol, so a publish can
 //! reach JSON and (later) MessagePack clients alike. Binary has no JSON form and becomes base64,
 //! as ASP.NET Core does.
+//!
+//! JSON numbers pass from JSON client to JSON client unchanged, as they do through ASP.NET
+//! Core: every JSON number but a 64-bit integer keeps its text ([`JsonNumber`]; an exponent
+//! keeps its digits and is written `e+N` or `e-N`), so an integer beyond 64 bits, or above
+//! 2^53, or a decimal with more digits than a float keeps, arrives as it was sent.
+//! MessagePack has no such number; its receivers get the nearest float64 (IEEE 754
+//! round-to-nearest-even; beyond its range, an infinity).
 
 use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, SerializeStruct, Serializer};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -19,7 +26,10 @@ pub enum Value {
     Int(i64),
     /// Integers above i64::MAX.
     UInt(u64),
+    /// A float (from MessagePack: JSON numbers that are not 64-bit integers keep their text).
     Float(f64),
+    /// A JSON number other than a 64-bit integer, as its text.
+    Number(JsonNumber),
     Str(String),
     Bin(Vec<u8>),
     Array(Vec<Value>),
@@ -44,7 +54,7 @@ impl Value {
             Value::Null => "null",
             Value::Bool(_) => "boolean",
             Value::Int(_) | Value::UInt(_) => "integer",
-            Value::Float(_) => "number",
+            Value::Float(_) | Value::Number(_) => "number",
             Value::Str(_) => "string",
             Value::Bin(_) => "binary",
             Value::Array(_) => "array",
@@ -88,6 +98,7 @@ impl Serialize for Value {
             Value::Float(f) if f.is_finite() => s.serialize_f64(*f),
             // JSON has no NaN or infinity; ASP.NET would fail, Herald sends null.
             Value::Float(_) => s.serialize_unit(),
+            Value::Number(n) => n.serialize(s),
             Value::Str(v) => s.serialize_str(v),
             Value::Bin(b) => s.serialize_str(&STANDARD.encode(b)),
             Value::Array(items) => {
@@ -170,11 +181,91 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
-        while let Some((k, v)) = map.next_entry::<String, Value>()? {
-            entries.push((k, v));
+        while let Some(k) = map.next_key::<String>()? {
+            // serde_json hands over the text of a number that is not a 64-bit integer as a
+            // one-entry map under its private key (`arbitrary_precision`).
+            if entries.is_empty() && k == NUMBER_TOKEN {
+                let text: String = map.next_value()?;
+                return JsonNumber::new(text).map(Value::Number).ok_or_else(|| {
+                    serde::de::Error::custom("an object keyed like a number is not a number")
+                });
+            }
+            entries.push((k, map.next_value()?));
         }
         Ok(Value::Map(entries))
     }
+}
+
+/// The key under which serde_json (with `arbitrary_precision`) passes a number's text, and
+/// takes text to write as a number.
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+/// A JSON number's text, always valid JSON: written back as it came.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonNumber(Box<str>);
+
+impl JsonNumber {
+    /// `text` if it is a JSON number (RFC 8259 §6). serde_json hands over only numbers it
+    /// scanned, but a client can send an object that looks like its carrier, and its text
+    /// would be written out raw.
+    pub fn new(text: impl Into<Box<str>>) -> Option<JsonNumber> {
+        let text = text.into();
+        is_json_number(text.as_bytes()).then_some(JsonNumber(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The nearest float64 (IEEE 754 round-to-nearest-even; beyond its range, an infinity),
+    /// for receivers whose protocol has no arbitrary-precision number.
+    pub fn to_f64(&self) -> f64 {
+        self.0.parse().unwrap_or(f64::NAN)
+    }
+}
+
+impl Serialize for JsonNumber {
+    /// Raw, through serde_json's number token; only JSON serializers meet a `Value`.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut number = s.serialize_struct(NUMBER_TOKEN, 1)?;
+        number.serialize_field(NUMBER_TOKEN, &*self.0)?;
+        number.end()
+    }
+}
+
+/// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+fn is_json_number(t: &[u8]) -> bool {
+    let digits = |t: &[u8], i: &mut usize| {
+        let start = *i;
+        while t.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i > start
+    };
+    let mut i = usize::from(t.first() == Some(&b'-'));
+    match t.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(t, &mut i);
+        }
+        _ => return false,
+    }
+    if t.get(i) == Some(&b'.') {
+        i += 1;
+        if !digits(t, &mut i) {
+            return false;
+        }
+    }
+    if matches!(t.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(t.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if !digits(t, &mut i) {
+            return false;
+        }
+    }
+    i == t.len()
 }
 
 /// The MessagePack timestamp extension (32, 64 or 96 bits) as an RFC 3339 UTC string.
@@ -229,6 +320,79 @@ mod tests {
         let Value::Array(items) = &v else { panic!() };
         assert_eq!(items[2], Value::Int(-5));
         assert_eq!(items[3], Value::UInt(u64::MAX));
+    }
+
+    #[test]
+    fn json_numbers_pass_through_unchanged() {
+        for text in [
+            "123456789012345678901234567890",
+            "-123456789012345678901234567890",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "1e+2",
+            "1.10",
+            "-0",
+            "0.30000000000000000001",
+            "2.5e-400",
+        ] {
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert!(matches!(v, Value::Number(_)), "{text}: {v:?}");
+            assert_eq!(v.kind(), "number");
+            assert_eq!(serde_json::to_string(&v).unwrap(), text);
+            // Nested, and as arguments of a hub message.
+            let nested = format!(r#"{{"n":[{text}],"m":{text}}}"#);
+            let v: Value = serde_json::from_str(&nested).unwrap();
+            assert_eq!(serde_json::to_string(&v).unwrap(), nested);
+        }
+        // Exponents keep their digits and get an explicit sign.
+        for (text, out) in [("1e2", "1e+2"), ("1E400", "1e+400"), ("5E-1", "5e-1")] {
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(serde_json::to_string(&v).unwrap(), out);
+        }
+        for text in ["1.5", "-0.25", "1e-7", "0.1"] {
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(serde_json::to_string(&v).unwrap(), text);
+        }
+        // An object that only looks like serde_json's number carrier is refused, not written
+        // out raw.
+        for fake in [
+            "x",
+            "1,\"y\":2",
+            "01",
+            "1.",
+            ".5",
+            "-",
+            "1e",
+            "1e+",
+            "+1",
+            " 1",
+            "",
+        ] {
+            let json = format!(r#"{{"$serde_json::private::Number":"{fake}"}}"#);
+            assert!(serde_json::from_str::<Value>(&json).is_err(), "{fake:?}");
+        }
+        assert!(JsonNumber::new("-0.5e+10").is_some());
+    }
+
+    #[test]
+    fn numbers_reach_messagepack_as_the_nearest_float64() {
+        let to_mp = |text: &str| {
+            let v: Value = serde_json::from_str(text).unwrap();
+            let mut out = Vec::new();
+            crate::protocol::msgpack::write_value(&v, &mut out);
+            crate::protocol::msgpack::read_value(&out).unwrap()
+        };
+        assert_eq!(
+            to_mp("123456789012345678901234567890"),
+            Value::Float(1.234_567_890_123_456_8e29)
+        );
+        assert_eq!(to_mp("1e2"), Value::Float(100.0));
+        assert_eq!(to_mp("1.10"), Value::Float(1.1));
+        assert_eq!(to_mp("-0"), Value::Float(-0.0));
+        assert_eq!(to_mp("1E400"), Value::Float(f64::INFINITY));
+        assert_eq!(to_mp("1.25"), Value::Float(1.25));
+        // Integers that fit 64 bits stay integers.
+        assert_eq!(to_mp("9007199254740993"), Value::Int(9_007_199_254_740_993));
     }
 
     #[test]

@@ -487,6 +487,9 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Body> {
     if let Some(cluster) = &node.cluster {
         text.push_str(&cluster.render());
     }
+    if let Some(tls) = &node.tls {
+        text.push_str(&tls.render());
+    }
     crate::metrics::process::render(&mut text);
     let mut response = Response::new(full(text));
     response.headers_mut().insert(

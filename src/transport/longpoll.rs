@@ -104,6 +104,7 @@ fn on_poll(id: ConnectionId, tx: oneshot::Sender<PollReply>) {
     let timeout = Duration::from_millis(hc.shard.node.config.connections.long_poll_timeout_ms);
     hc.deadline.set(Instant::now() + timeout);
     *hc.pending.borrow_mut() = Some(tx);
+    hc.shard.metrics.long_poll_waited();
     if let Some(w) = hc.driver.take() {
         w.wake();
     }

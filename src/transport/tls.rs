@@ -4,6 +4,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -59,6 +60,10 @@ pub fn load(config: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
 pub struct Tls {
     files: TlsConfig,
     current: RwLock<Arc<ServerConfig>>,
+    /// Reloads that swapped the configuration, and reloads that kept it (a broken file), so
+    /// an operator sees whether a SIGHUP took.
+    reloads: AtomicU64,
+    reload_failures: AtomicU64,
 }
 
 impl Tls {
@@ -66,6 +71,8 @@ impl Tls {
         Ok(Tls {
             current: RwLock::new(load(files)?),
             files: files.clone(),
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
         })
     }
 
@@ -79,9 +86,24 @@ impl Tls {
 
     /// Reads the files again; on error the configuration in use stays.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let fresh = load(&self.files)?;
+        let fresh = load(&self.files).inspect_err(|_| {
+            self.reload_failures.fetch_add(1, Ordering::Relaxed);
+        })?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        self.reloads.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The reload counters' lines of the Prometheus exposition.
+    pub fn render(&self) -> String {
+        format!(
+            "# HELP herald_tls_reloads_total Certificate reloads (SIGHUP): ok swapped it in, error kept the one in use.\n\
+             # TYPE herald_tls_reloads_total counter\n\
+             herald_tls_reloads_total{{result=\"ok\"}} {}\n\
+             herald_tls_reloads_total{{result=\"error\"}} {}\n",
+            self.reloads.load(Ordering::Relaxed),
+            self.reload_failures.load(Ordering::Relaxed)
+        )
     }
 }
 

@@ -4,8 +4,6 @@
 //! The nodes alternate I/O backends (epoll, io_uring, epoll), so every cluster test runs both.
 
 use std::collections::{HashMap, HashSet};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -15,209 +13,10 @@ use tokio::net::TcpStream;
 
 use crate::polling::{read_until, send};
 use crate::presence::{Heard, hear_until};
-use crate::support::{Client, RS, Server, TempDir, connection_token, http, metric, post, rest};
+use crate::redis::{Forwarder, Redis, redis_args, redis_command, redis_info};
+use crate::support::{Client, RS, Server, connection_token, http, metric, post, rest};
 
 const V: &str = "api-version=2022-06-01";
-
-/// A `redis-server` without persistence, on its own port, killed when dropped.
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-    dir: TempDir,
-    /// TLS only (no plain port), requiring client certificates, with files in `dir`.
-    tls: bool,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut redis = Redis {
-            port,
-            child: None,
-            dir: TempDir::new(),
-            tls: false,
-        };
-        redis.spawn();
-        redis
-    }
-
-    /// A server that speaks only TLS, with a certificate from a private CA, and requires
-    /// clients to present a certificate from that CA. The CA and a client certificate are
-    /// written to `dir` as ca.pem, client.pem and client.key.
-    fn start_tls() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = TempDir::new();
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(rcgen::DnType::CommonName, "Herald test CA");
-        let ca =
-            rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate().unwrap()).unwrap();
-        let leaf = |name: &str| {
-            let key = rcgen::KeyPair::generate().unwrap();
-            let params = rcgen::CertificateParams::new(vec![name.into()]).unwrap();
-            let cert = params.signed_by(&key, &ca).unwrap();
-            (cert.pem(), key.serialize_pem())
-        };
-        let write = |file: &str, text: &str| std::fs::write(dir.0.join(file), text).unwrap();
-        let (server, server_key) = leaf("127.0.0.1");
-        let (client, client_key) = leaf("herald-node");
-        write("ca.pem", &ca.pem());
-        write("server.pem", &server);
-        write("server.key", &server_key);
-        write("client.pem", &client);
-        write("client.key", &client_key);
-        let mut redis = Redis {
-            port,
-            child: None,
-            dir,
-            tls: true,
-        };
-        redis.spawn();
-        redis
-    }
-
-    fn url(&self) -> String {
-        let scheme = if self.tls { "rediss" } else { "redis" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.dir.0.join(name).to_string_lossy().into_owned()
-    }
-
-    fn args(&self) -> Vec<String> {
-        let port = self.port.to_string();
-        if !self.tls {
-            return vec!["--port".into(), port];
-        }
-        vec![
-            "--port".into(),
-            "0".into(),
-            "--tls-port".into(),
-            port,
-            "--tls-cert-file".into(),
-            self.file("server.pem"),
-            "--tls-key-file".into(),
-            self.file("server.key"),
-            "--tls-ca-cert-file".into(),
-            self.file("ca.pem"),
-            "--tls-auth-clients".into(),
-            "yes".into(),
-        ]
-    }
-
-    /// Whether the server answers: PING on a plain port; on a TLS port, that it accepts
-    /// connections (Redis listens once it is ready to serve).
-    fn answers(&self) -> bool {
-        if self.tls {
-            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-        } else {
-            ping(self.port)
-        }
-    }
-
-    /// Starts (or restarts, on the same port and empty) the server and waits for it to answer.
-    fn spawn(&mut self) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let mut child = Command::new("redis-server")
-                .args(self.args())
-                .args(["--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&self.dir.0)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server runs (tests/run installs it)");
-            for _ in 0..100 {
-                if self.answers() {
-                    self.child = Some(child);
-                    return;
-                }
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start on port {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn ping(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut buf = [0u8; 16];
-    s.write_all(b"PING\r\n").is_ok()
-        && s.read(&mut buf)
-            .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
-}
-
-/// Sends one inline command to the plain Redis on `port`; its first reply line.
-fn redis_command(port: u16, command: &str) -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(format!("{command}\r\n").as_bytes()).unwrap();
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).unwrap();
-    line.trim_end().to_string()
-}
-
-/// A section of `INFO` from the plain Redis on `port`.
-fn redis_info(port: u16, section: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    s.write_all(format!("INFO {section}\r\n").as_bytes())
-        .unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = s.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-        if out.ends_with(b"\r\n\r\n") {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 /// Starts `n` nodes on the Redis servers given, with fast heartbeats.
 fn cluster(redis: &[&Redis], n: usize) -> Vec<Server> {
@@ -658,51 +457,6 @@ async fn redis_restart_loses_and_duplicates_nothing() {
     assert!(metric(&nodes[0], "herald_backplane_epoch_changes_total").await >= 1.0);
 }
 
-/// A TCP forwarder standing for the address a managed Redis gives its clients: `switch`
-/// points it at another server and cuts the connections it carries, as a DNS failover does.
-struct Forwarder {
-    port: u16,
-    target: std::sync::Arc<std::sync::atomic::AtomicU16>,
-    cut: tokio::sync::watch::Sender<u64>,
-}
-
-impl Forwarder {
-    async fn start(target: u16) -> Forwarder {
-        use std::sync::atomic::{AtomicU16, Ordering};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let target = std::sync::Arc::new(AtomicU16::new(target));
-        let (cut, _) = tokio::sync::watch::channel(0u64);
-        let (to, cuts) = (target.clone(), cut.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let port = to.load(Ordering::SeqCst);
-                let mut cut = cuts.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", port)).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut.changed() => {}
-                    }
-                });
-            }
-        });
-        Forwarder { port, target, cut }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn switch(&self, target: u16) {
-        self.target
-            .store(target, std::sync::atomic::Ordering::SeqCst);
-        self.cut.send_modify(|n| *n += 1);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_to_a_replica_loses_and_duplicates_nothing() {
     let mut primary = Redis::start();
@@ -735,12 +489,14 @@ async fn a_failover_to_a_replica_loses_and_duplicates_nothing() {
     // ... and the primary dies with it; the address moves to the replica.
     primary.kill();
     address.switch(replica.port);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A finds the stream went back and writes those messages again; then B reads on.
+    crate::support::eventually("node 0 to write its lost messages again", || async {
+        metric(&nodes[0], "herald_backplane_replayed_total").await >= 1.0
+    })
+    .await;
     nodes[1].signal(18);
     let got = collect(&mut bob, 20).await;
     assert_eq!(got, (0..20).map(|i| (0, i)).collect::<Vec<_>>());
-    // A saw that the stream went back and wrote those messages again.
-    assert!(metric(&nodes[0], "herald_backplane_replayed_total").await >= 1.0);
     counts(&nodes, &mut [&mut alice, &mut bob], 2).await;
 }
 
@@ -759,11 +515,14 @@ async fn messages_unread_when_redis_comes_back_empty_are_written_again() {
     assert!(written >= 20.0, "{written}");
     redis.kill();
     redis.spawn();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A finds Redis came back empty and writes those messages again; then B reads on.
+    crate::support::eventually("node 0 to write its lost messages again", || async {
+        metric(&nodes[0], "herald_backplane_replayed_total").await >= 20.0
+    })
+    .await;
     nodes[1].signal(18);
     let got = collect(&mut bob, 20).await;
     assert_eq!(got, (0..20).map(|i| (0, i)).collect::<Vec<_>>());
-    assert!(metric(&nodes[0], "herald_backplane_replayed_total").await >= 20.0);
     assert!(metric(&nodes[1], "herald_backplane_epoch_changes_total").await >= 1.0);
 }
 
@@ -1061,7 +820,19 @@ async fn an_acl_user_with_only_the_backplane_commands_suffices() {
     let mut alice = Client::connect(&nodes[0]).await;
     let mut bob = Client::connect(&nodes[1]).await;
     counts(&nodes, &mut [&mut alice, &mut bob], 2).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Every node has trimmed its streams at least once; Redis refused none of it.
+    for node in &nodes {
+        crate::support::eventually("an age-trimming pass", || async {
+            metric(node, "herald_backplane_trims_total").await >= 1.0
+                || metric(node, "herald_backplane_trim_refused_total").await >= 1.0
+        })
+        .await;
+        assert_eq!(
+            metric(node, "herald_backplane_trim_refused_total").await,
+            0.0,
+            "Redis refused XTRIM"
+        );
+    }
     bob.send("Send", json!(["bob", "least privilege"])).await;
     assert_eq!(
         Value::from(alice.expect_invocation("broadcastMessage").await),
@@ -1099,4 +870,44 @@ async fn a_clustered_exposition_passes_promtool() {
     })
     .await;
     crate::metrics::checked_exposition(&nodes[0]).await;
+}
+
+/// A node of a later release, out of step, writes an envelope version this node does not
+/// read: every node skips it, counts it, and carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_of_a_newer_envelope_version_are_counted_and_skipped() {
+    let redis = Redis::start();
+    let nodes = cluster(&[&redis], 2);
+    let mut alice = Client::connect(&nodes[0]).await;
+    let mut bob = Client::connect(&nodes[1]).await;
+    counts(&nodes, &mut [&mut alice, &mut bob], 2).await;
+    for partition in 0..8 {
+        let key = format!("herald:{partition}");
+        let reply = redis_args(
+            redis.port,
+            &[
+                b"XADD",
+                key.as_bytes(),
+                b"*",
+                b"e",
+                b"\xffnot for this release",
+            ],
+        );
+        assert!(reply.starts_with('$'), "{reply}");
+    }
+    for node in &nodes {
+        crate::support::eventually("the newer entries to be counted", || async {
+            metric(node, "herald_backplane_newer_version_total").await >= 8.0
+        })
+        .await;
+        assert_eq!(
+            metric(node, "herald_backplane_undecodable_total").await,
+            0.0
+        );
+    }
+    bob.send("Send", json!(["bob", "still here"])).await;
+    assert_eq!(
+        Value::from(alice.expect_invocation("broadcastMessage").await),
+        json!(["bob", "still here"])
+    );
 }

@@ -211,3 +211,34 @@ async fn lying_length_prefix_closes_with_a_reason(io: &'static str) {
     );
 }
 both_backends!(lying_length_prefix_closes_with_a_reason);
+
+/// JSON numbers beyond what i64, u64 and f64 hold exactly reach JSON clients as they were
+/// sent, as through ASP.NET Core; MessagePack clients get the nearest float64.
+async fn json_numbers_pass_through_unchanged(io: &'static str) {
+    let server = Server::start(io);
+    let mut mp = MsgPack::connect(&server).await;
+    let mut sender = Client::connect(&server).await;
+    let mut receiver = Client::connect(&server).await;
+    let numbers =
+        "[123456789012345678901234567890,-9223372036854775809,1.10,0.30000000000000000001,1.5,7]";
+    // The test's serde_json keeps a number's text too (`arbitrary_precision` is on for the
+    // whole build), so `to_string` shows exactly what Herald sent.
+    let args: serde_json::Value = serde_json::from_str(&format!("[{numbers}]")).unwrap();
+    let echoed = sender.invoke("Echo", args.clone()).await;
+    assert_eq!(echoed["result"].to_string(), numbers);
+    sender.send("Send", args).await;
+    let got = receiver.expect_invocation("broadcastMessage").await;
+    assert_eq!(got[0].to_string(), numbers);
+    assert_eq!(
+        mp.invocation("broadcastMessage").await,
+        vec![Value::Array(vec![
+            Value::Float(1.234_567_890_123_456_8e29),
+            Value::Float(-9_223_372_036_854_775_809.0),
+            Value::Float(1.1),
+            Value::Float(0.3),
+            Value::Float(1.5),
+            Value::Int(7),
+        ])]
+    );
+}
+both_backends!(json_numbers_pass_through_unchanged);

@@ -87,22 +87,31 @@ async fn long_polling(io: &'static str) {
     let idle = http(server.addr, "GET", &path, &[], b"").await;
     assert_eq!((idle.status, idle.body.len()), (200, 0));
     // A poll waiting for data gets it when it arrives.
+    let waited = "herald_long_polls_waited_total";
+    let before = metric(&server, waited).await;
     let waiting = tokio::spawn({
         let addr = server.addr;
         let path = path.clone();
         async move { http(addr, "GET", &path, &[], b"").await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    eventually("the poll to wait", || async {
+        metric(&server, waited).await > before
+    })
+    .await;
     watcher.send("Send", json!(["w", "hello lp"])).await;
     let got = waiting.await.unwrap();
     assert!(got.text().contains("hello lp"), "{}", got.text());
     // A newer poll ends the waiting one with 204.
+    let before = metric(&server, waited).await;
     let older = tokio::spawn({
         let addr = server.addr;
         let path = path.clone();
         async move { http(addr, "GET", &path, &[], b"").await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    eventually("the older poll to wait", || async {
+        metric(&server, waited).await > before
+    })
+    .await;
     let newer = tokio::spawn({
         let addr = server.addr;
         let path = path.clone();

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::both_backends;
-use crate::support::{Client, RS, Server, post};
+use crate::support::{Client, RS, Server, eventually, metric, post};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -25,6 +25,12 @@ struct Stateful {
     texts: Vec<String>,
     /// After a reconnect, everything before the server's Sequence is ignored.
     awaiting_sequence: bool,
+    /// The id of the server's last Sequence message: where it resumed.
+    resumed_at: Option<u64>,
+    /// Invocation ids of the completions processed.
+    completions: Vec<String>,
+    /// Trackable messages (types 1 to 5) this client sent.
+    sent: u64,
 }
 
 impl Stateful {
@@ -51,6 +57,9 @@ impl Stateful {
             processed: 0,
             texts: Vec::new(),
             awaiting_sequence: false,
+            resumed_at: None,
+            completions: Vec::new(),
+            sent: 0,
         };
         let first = client.frame().await.unwrap();
         assert!(first.starts_with(&format!("{{}}{RS}")));
@@ -75,6 +84,7 @@ impl Stateful {
             if kind == 9 {
                 self.awaiting_sequence = false;
                 self.next = m["sequenceId"].as_u64().unwrap();
+                self.resumed_at = Some(self.next);
                 continue;
             }
             if self.awaiting_sequence || !(1..=5).contains(&kind) {
@@ -86,6 +96,10 @@ impl Stateful {
                 continue; // replayed, already had it
             }
             self.processed = seq;
+            if kind == 3 {
+                self.completions
+                    .push(m["invocationId"].as_str().unwrap().to_string());
+            }
             if m["target"] == "broadcastMessage" {
                 self.texts
                     .push(m["arguments"][1].as_str().unwrap().to_string());
@@ -101,6 +115,22 @@ impl Stateful {
         }
     }
 
+    /// Invokes `Echo` and reads until its completion: everything sent before it on this
+    /// socket has been processed by then.
+    async fn echo(&mut self, id: &str) {
+        let invocation =
+            json!({"type": 1, "invocationId": id, "target": "Echo", "arguments": [id]});
+        self.ws
+            .send(Message::text(format!("{invocation}{RS}")))
+            .await
+            .unwrap();
+        self.sent += 1;
+        while !self.completions.iter().any(|c| c == id) {
+            let frame = self.frame().await.expect("open");
+            self.records(&frame);
+        }
+    }
+
     async fn ack(&mut self) {
         let ack = json!({"type": 8, "sequenceId": self.processed});
         self.ws
@@ -110,37 +140,57 @@ impl Stateful {
     }
 
     /// Drops the TCP connection without a close, as a network failure would.
-    fn cut(self) -> (String, u64, u64, Vec<String>) {
+    fn cut(self) -> Cut {
         let Stateful {
             ws,
             url,
             next,
             processed,
             texts,
+            sent,
             ..
         } = self;
         drop(ws);
-        (url, next, processed, texts)
+        Cut {
+            url,
+            next,
+            processed,
+            texts,
+            sent,
+        }
     }
 
-    async fn reconnect(url: String, next: u64, processed: u64, texts: Vec<String>) -> Stateful {
-        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-        // The client announces its own next message (it has sent none that count).
+    async fn reconnect(cut: Cut) -> Stateful {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&cut.url).await.unwrap();
+        // The client announces its own next message.
         ws.send(Message::text(format!(
             "{}{RS}",
-            json!({"type": 9, "sequenceId": 1})
+            json!({"type": 9, "sequenceId": cut.sent + 1})
         )))
         .await
         .unwrap();
         Stateful {
             ws,
-            url,
-            next,
-            processed,
-            texts,
+            url: cut.url,
+            next: cut.next,
+            processed: cut.processed,
+            texts: cut.texts,
             awaiting_sequence: true,
+            resumed_at: None,
+            completions: Vec::new(),
+            sent: cut.sent,
         }
     }
+}
+
+/// A client's books while its socket is gone.
+struct Cut {
+    url: String,
+    next: u64,
+    processed: u64,
+    texts: Vec<String>,
+    /// Trackable messages it sent.
+    sent: u64,
 }
 
 async fn resumes_exactly_once(io: &'static str) {
@@ -154,18 +204,27 @@ async fn resumes_exactly_once(io: &'static str) {
     }
     client.until("m4").await;
     client.ack().await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let (url, next, processed, texts) = client.cut();
-    // Sent while the client is away, some while the server may not know it yet.
+    let acked = client.processed;
+    // The server has taken the ack once it answers what was sent after it.
+    client.echo("after-ack").await;
+    let cut = client.cut();
+    // Sent while the client is away, some while the server may not know it yet ...
     for i in 5..10 {
         watcher.send("Send", json!(["w", format!("m{i}")])).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(
+        "the server to hold the connection for a reconnect",
+        || async { metric(&server, "herald_connections_awaiting_reconnect").await == 1.0 },
+    )
+    .await;
+    // ... and some once it does.
     for i in 10..15 {
         watcher.send("Send", json!(["w", format!("m{i}")])).await;
     }
-    let mut client = Stateful::reconnect(url, next, processed, texts).await;
+    let mut client = Stateful::reconnect(cut).await;
     client.until("m14").await;
+    // It resumed from the first message not acknowledged: nothing acknowledged came again.
+    assert_eq!(client.resumed_at, Some(acked + 1));
     let expected: Vec<String> = (0..15).map(|i| format!("m{i}")).collect();
     assert_eq!(
         client.texts, expected,
@@ -203,7 +262,7 @@ async fn gives_up_after_the_disconnect_timeout(io: &'static str) {
     watcher.expect_invocation("joined").await;
     let client = Stateful::connect(&server).await;
     let joined = watcher.expect_invocation("joined").await;
-    let (url, ..) = client.cut();
+    let url = client.cut().url;
     assert_eq!(watcher.expect_invocation("left").await[0], joined[0]);
     let err = tokio_tungstenite::connect_async(&url).await.unwrap_err();
     assert!(matches!(err, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 404));
@@ -213,8 +272,12 @@ both_backends!(gives_up_after_the_disconnect_timeout);
 async fn a_sequence_beyond_what_was_sent_is_fatal(io: &'static str) {
     let server = Server::start(io);
     let client = Stateful::connect(&server).await;
-    let (url, ..) = client.cut();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let url = client.cut().url;
+    eventually(
+        "the server to hold the connection for a reconnect",
+        || async { metric(&server, "herald_connections_awaiting_reconnect").await == 1.0 },
+    )
+    .await;
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     ws.send(Message::text(format!(
         "{}{RS}",

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::both_backends;
-use crate::support::{Server, TempDir, token};
+use crate::support::{HttpResponse, Server, TempDir, token};
 
 /// A self-signed certificate for localhost and 127.0.0.1: (certificate PEM, key PEM, DER).
 fn certificate() -> (String, String, CertificateDer<'static>) {
@@ -40,21 +40,57 @@ fn connector(trusted: &CertificateDer<'static>) -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
+/// One request over HTTPS (`Connection: close`); the response, or the TLS error.
+async fn https(
+    server: &Server,
+    trusted: &CertificateDer<'static>,
+    method: &str,
+    path: &str,
+) -> Result<HttpResponse, std::io::Error> {
+    let tcp = TcpStream::connect(server.addr).await?;
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = connector(trusted).connect(name, tcp).await?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    tls.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw).await;
+    Ok(crate::support::parse_response(&raw, false))
+}
+
 /// `POST /hubs/chat/negotiate` over HTTPS; the connection token, or the TLS error.
 async fn negotiate(
     server: &Server,
     trusted: &CertificateDer<'static>,
 ) -> Result<String, std::io::Error> {
-    let tcp = TcpStream::connect(server.addr).await?;
-    let name = ServerName::try_from("localhost").unwrap();
-    let mut tls = connector(trusted).connect(name, tcp).await?;
-    let req = "POST /hubs/chat/negotiate?negotiateVersion=1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    tls.write_all(req.as_bytes()).await?;
-    let mut raw = Vec::new();
-    let _ = tls.read_to_end(&mut raw).await;
-    let res = crate::support::parse_response(&raw, false);
+    let res = https(
+        server,
+        trusted,
+        "POST",
+        "/hubs/chat/negotiate?negotiateVersion=1",
+    )
+    .await?;
     assert_eq!(res.status, 200);
     Ok(res.json()["connectionToken"].as_str().unwrap().to_string())
+}
+
+/// The sum of every sample of `name` (whatever its labels) on `/metrics`, over HTTPS.
+async fn tls_metric(server: &Server, trusted: &CertificateDer<'static>, name: &str) -> f64 {
+    let text = https(server, trusted, "GET", "/metrics")
+        .await
+        .unwrap()
+        .text();
+    let samples: Vec<f64> = text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with([' ', '{']))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(!samples.is_empty(), "no metric {name} in:\n{text}");
+    samples.iter().sum()
 }
 
 async fn https_and_wss_with_reload(io: &'static str) {
@@ -96,8 +132,12 @@ async fn https_and_wss_with_reload(io: &'static str) {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        // Let the run's connections leave before the next counts presence.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The run's connections leave before the next counts presence.
+        crate::support::eventually("the run's connections to leave", || {
+            let (server, der) = (&server, &der);
+            async move { tls_metric(server, der, "herald_connections").await == 0.0 }
+        })
+        .await;
     }
 
     // WSS with the test's client: negotiate, upgrade, handshake, an Echo.
@@ -120,6 +160,8 @@ async fn https_and_wss_with_reload(io: &'static str) {
     );
 
     // A plain-text request is refused at the TLS layer and counted.
+    let failures = "herald_tls_handshake_failures_total";
+    let before = tls_metric(&server, &der, failures).await;
     let mut plain = TcpStream::connect(server.addr).await.unwrap();
     plain
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -128,6 +170,11 @@ async fn https_and_wss_with_reload(io: &'static str) {
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut buf)).await;
     assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+    crate::support::eventually("the refused handshake to be counted", || {
+        let (server, der) = (&server, &der);
+        async move { tls_metric(server, der, failures).await > before }
+    })
+    .await;
 
     // A new certificate on disk, then SIGHUP: new connections get it, the old one is gone.
     let (cert2, key2, der2) = certificate();
@@ -146,34 +193,38 @@ async fn https_and_wss_with_reload(io: &'static str) {
         client.invoke("Echo", serde_json::json!([1])).await["result"],
         1
     );
+    let reloads = "herald_tls_reloads_total{result=";
+    assert_eq!(
+        tls_metric(&server, &der2, &format!("{reloads}\"ok\"}}")).await,
+        1.0
+    );
+    assert_eq!(
+        tls_metric(&server, &der2, &format!("{reloads}\"error\"}}")).await,
+        0.0
+    );
     // A broken file on reload keeps the certificate in use.
     std::fs::write(dir.0.join("cert.pem"), "not a certificate").unwrap();
     server.signal(1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    crate::support::eventually("the broken reload to be counted", || {
+        let (server, der2) = (&server, &der2);
+        async move { tls_metric(server, der2, &format!("{reloads}\"error\"}}")).await == 1.0 }
+    })
+    .await;
     assert!(negotiate(&server, &der2).await.is_ok());
+    assert_eq!(
+        tls_metric(&server, &der2, &format!("{reloads}\"ok\"}}")).await,
+        1.0
+    );
 }
 both_backends!(https_and_wss_with_reload);
-
-/// A request over HTTPS on a fresh connection, trusting `trusted`.
-async fn https(
-    server: &Server,
-    trusted: &CertificateDer<'static>,
-    path: &str,
-) -> crate::support::HttpResponse {
-    let tcp = TcpStream::connect(server.addr).await.unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let mut tls = connector(trusted).connect(name, tcp).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    tls.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    let _ = tls.read_to_end(&mut raw).await;
-    crate::support::parse_response(&raw, false)
-}
 
 /// `herald_tls_handshake_failures_total{reason=…}`, read over HTTPS.
 async fn tls_failures(server: &Server, trusted: &CertificateDer<'static>, reason: &str) -> u64 {
     let prefix = format!("herald_tls_handshake_failures_total{{reason=\"{reason}\"}} ");
-    let text = https(server, trusted, "/metrics").await.text();
+    let text = https(server, trusted, "GET", "/metrics")
+        .await
+        .unwrap()
+        .text();
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
@@ -209,6 +260,12 @@ async fn plain_http_on_the_tls_port_gets_a_hint(io: &'static str) {
         async move { tls_failures(server, der, "plain_http").await == before + 1 }
     })
     .await;
-    assert_eq!(https(&server, &der, "/healthz").await.status, 200);
+    assert_eq!(
+        https(&server, &der, "GET", "/healthz")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
 }
 both_backends!(plain_http_on_the_tls_port_gets_a_hint);
