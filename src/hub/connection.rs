@@ -22,7 +22,8 @@ use super::definition::HubId;
 use super::node::Pressure;
 use super::outgoing::Encoded;
 use crate::fault::CloseReason;
-use crate::protocol::Protocol;
+use crate::metrics::Pause;
+use crate::protocol::{Protocol, TransportKind};
 
 /// The public id of a connection: 16 random bytes, written as 22 base64url characters, as
 /// ASP.NET Core writes its connection ids.
@@ -98,56 +99,6 @@ impl Hasher for IdHasher {
 }
 
 pub type IdBuildHasher = BuildHasherDefault<IdHasher>;
-
-/// How the connection's bytes travel; decides the wire form queued for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TransportKind {
-    WebSockets,
-    ServerSentEvents,
-    LongPolling,
-}
-
-impl TransportKind {
-    pub const ALL: [TransportKind; 3] = [
-        TransportKind::WebSockets,
-        TransportKind::ServerSentEvents,
-        TransportKind::LongPolling,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            TransportKind::WebSockets => "websockets",
-            TransportKind::ServerSentEvents => "serversentevents",
-            TransportKind::LongPolling => "longpolling",
-        }
-    }
-
-    /// The name SignalR clients use in negotiate.
-    pub fn signalr_name(self) -> &'static str {
-        match self {
-            TransportKind::WebSockets => "WebSockets",
-            TransportKind::ServerSentEvents => "ServerSentEvents",
-            TransportKind::LongPolling => "LongPolling",
-        }
-    }
-
-    pub fn from_signalr_name(name: &str) -> Option<TransportKind> {
-        TransportKind::ALL
-            .into_iter()
-            .find(|t| t.signalr_name() == name)
-    }
-
-    /// Whether the transport carries binary (MessagePack); Server-Sent Events does not.
-    pub fn carries_binary(self) -> bool {
-        self != TransportKind::ServerSentEvents
-    }
-
-    /// Long polling keeps itself alive: no pings, and the poll timeout replaces the client
-    /// timeout.
-    pub fn inherent_keep_alive(self) -> bool {
-        self == TransportKind::LongPolling
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -247,34 +198,6 @@ pub enum Refused {
     Closing,
     /// The queue would pass its cap: the connection is now closing as a slow consumer.
     Overflow,
-}
-
-/// Why Herald stopped reading from a client (see `transport::inflow`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pause {
-    /// Its own outbound queue is backed up.
-    Outbound,
-    /// The node's budget for unfinished messages is spent, and it holds one.
-    Budget,
-    /// It publishes, and recipients in its hub are backed up (for a bounded time).
-    Recipients,
-}
-
-impl Pause {
-    pub const ALL: [Pause; 3] = [Pause::Outbound, Pause::Budget, Pause::Recipients];
-
-    /// The label in metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            Pause::Outbound => "outbound",
-            Pause::Budget => "input_budget",
-            Pause::Recipients => "recipients",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
 }
 
 /// How a connection's queue counts toward its hub's [`Pressure`]: backed up above `high`,

@@ -312,7 +312,7 @@ impl ShardIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::connection::TransportKind;
+    use crate::protocol::TransportKind;
     use std::time::Duration;
 
     fn conn(user: Option<&str>) -> Rc<Connection> {

@@ -12,7 +12,8 @@ pub mod outgoing;
 pub mod presence;
 pub mod shard;
 
-pub use connection::{Connection, ConnectionId, TransportKind};
+pub use crate::protocol::TransportKind;
+pub use connection::{Connection, ConnectionId};
 pub use definition::{HubDef, HubId, Hubs};
 pub use index::Target;
 pub use node::{Node, Publish, Query, ShardMsg};

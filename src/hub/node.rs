@@ -11,13 +11,14 @@ use std::time::Instant;
 use crossbeam::queue::ArrayQueue;
 use tokio::sync::{Notify, oneshot, watch};
 
-use super::connection::{ConnectionId, IdBuildHasher, TransportKind};
+use super::connection::{ConnectionId, IdBuildHasher};
 use super::definition::{HubId, Hubs};
 use super::index::Target;
 use super::outgoing::Outgoing;
 use crate::config::Config;
 use crate::fault::CloseReason;
 use crate::metrics::Snapshot;
+use crate::protocol::TransportKind;
 
 /// A message published to a hub target, shared by every shard it reaches.
 #[derive(Debug)]

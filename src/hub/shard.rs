@@ -10,17 +10,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::connection::{
-    Connection, ConnectionId, IdBuildHasher, Joined, Pause, Phase, Refused, TransportKind, Wire,
-};
+use super::connection::{Connection, ConnectionId, IdBuildHasher, Joined, Phase, Refused, Wire};
 use super::index::{ShardIndex, Target};
 use super::node::{Node, Publish, Query, ShardMsg};
 use super::outgoing::{Encoded, Outgoing};
 use super::presence::PresenceDef;
 use crate::fault::CloseReason;
-use crate::metrics::{ShardMetrics, Snapshot};
+use crate::metrics::{Pause, ShardMetrics, Snapshot};
 use crate::protocol::handshake::{self, HandshakeError};
-use crate::protocol::{HubMessage, Protocol, Value};
+use crate::protocol::{HubMessage, Protocol, TransportKind, Value};
 
 /// One delivered message in this many has its publish→write latency recorded.
 pub const LATENCY_SAMPLE_EVERY: u64 = 8;
@@ -578,7 +576,7 @@ impl Shard {
         let state = self.state.borrow();
         let transports = TransportKind::ALL.len();
         let mut gauges = vec![0u64; self.node.hubs.len() * transports];
-        let mut paused = [0u64; crate::hub::connection::Pause::ALL.len()];
+        let mut paused = [0u64; Pause::ALL.len()];
         for conn in state.conns.values() {
             if let Some((why, _)) = conn.input_paused() {
                 paused[why.index()] += 1;

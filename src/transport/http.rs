@@ -414,7 +414,7 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Body> {
     let snapshot = shard.snapshot().await;
     let node = &shard.node;
     let mut text = snapshot.render(
-        &node.hubs,
+        &node.hubs.names(),
         node.io,
         node.shards(),
         node.started.elapsed().as_secs_f64(),
