@@ -186,7 +186,7 @@ pub async fn apply(node: &Arc<Node>, cluster: &Arc<Cluster>, env: Envelope) {
             }
         }
         Body::Inbound { conn, payload } => {
-            crate::transport::http_conn::receive_forwarded(node, ConnectionId(conn), payload).await
+            node.receive_forwarded(ConnectionId(conn), payload).await
         }
         Body::Heartbeat { .. } => {}
         Body::RosterRequest { to } => {

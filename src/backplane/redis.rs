@@ -12,9 +12,16 @@ use super::envelope::{self, Body, Envelope, Member, Question, Target as WireTarg
 use super::outbox::Outbox;
 use super::{inbound, link};
 use crate::config::ClusterConfig;
+use crate::hub::backplane::{Answer, Backplane};
 use crate::hub::connection::{ConnectionId, IdBuildHasher};
 use crate::hub::definition::{HubId, Hubs};
-use crate::hub::{Publish, Query, Target};
+use crate::hub::node::ClaimError;
+use crate::hub::{Node, Publish, Query, Target};
+
+/// How long a POST for an unknown id waits to learn that another node holds the connection
+/// (a Server-Sent Events client posts its handshake as soon as its stream opens, possibly
+/// before this node has read the other node's announcement).
+const REMOTE_WAIT: Duration = Duration::from_millis(500);
 
 /// Roster entries per envelope.
 const ROSTER_CHUNK: usize = 1000;
@@ -571,12 +578,169 @@ impl Cluster {
     }
 }
 
+/// The `redis` implementation of the hub's [`Backplane`]: changes become envelopes on the
+/// partition of their target, questions wait for every node's answer.
+impl Backplane for Cluster {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn publish(&self, publish: &Publish) {
+        Cluster::publish(self, publish);
+    }
+
+    fn close(
+        &self,
+        hub: HubId,
+        target: &Target,
+        excluded: &[ConnectionId],
+        reason: Option<String>,
+    ) {
+        Cluster::close(self, hub, target, excluded, reason);
+    }
+
+    fn join(&self, hub: HubId, conn: ConnectionId, group: &str) {
+        let body = Body::Join {
+            hub: self.hub_string(hub),
+            conn: conn.0,
+            group: group.to_string(),
+        };
+        self.to_connection(hub, conn, body);
+    }
+
+    fn leave(&self, hub: HubId, conn: ConnectionId, group: &str) {
+        let body = Body::Leave {
+            hub: self.hub_string(hub),
+            conn: conn.0,
+            group: group.to_string(),
+        };
+        self.to_connection(hub, conn, body);
+    }
+
+    fn leave_all(&self, hub: HubId, conn: ConnectionId) {
+        let body = Body::LeaveAll {
+            hub: self.hub_string(hub),
+            conn: conn.0,
+        };
+        self.to_connection(hub, conn, body);
+    }
+
+    fn add_user_to_group(&self, hub: HubId, user: &str, group: &str, until: Option<Instant>) {
+        // On the wire as wall-clock time: each node maps it back to its own clock.
+        let until_ms = until.map(|until| {
+            let left = until.saturating_duration_since(Instant::now());
+            unix_us() / 1000 + left.as_millis() as u64
+        });
+        let body = Body::AddUserToGroup {
+            hub: self.hub_string(hub),
+            user: user.to_string(),
+            group: group.to_string(),
+            until_ms,
+        };
+        self.to_user(hub, user, body);
+    }
+
+    fn remove_user_from_group(&self, hub: HubId, user: &str, group: &str) {
+        let body = Body::RemoveUserFromGroup {
+            hub: self.hub_string(hub),
+            user: user.to_string(),
+            group: group.to_string(),
+        };
+        self.to_user(hub, user, body);
+    }
+
+    fn remove_user_from_all_groups(&self, hub: HubId, user: &str) {
+        let body = Body::RemoveUserFromAllGroups {
+            hub: self.hub_string(hub),
+            user: user.to_string(),
+        };
+        self.to_user(hub, user, body);
+    }
+
+    fn claimed(&self, id: ConnectionId, hub: HubId, user: Option<Arc<str>>) {
+        Cluster::claimed(self, id, hub, user);
+    }
+
+    fn opened(&self, id: ConnectionId, hub: HubId, user: Option<Arc<str>>) {
+        Cluster::opened(self, id, hub, user);
+    }
+
+    fn closed(&self, id: ConnectionId, announce: bool) {
+        Cluster::closed(self, id, announce);
+    }
+
+    fn forward(&self, hub: HubId, id: ConnectionId, payload: Vec<u8>) {
+        Cluster::forward(self, hub, id, payload);
+    }
+
+    fn locate(&self, id: ConnectionId) -> Option<HubId> {
+        Cluster::locate(self, id)
+    }
+
+    fn await_remote(&self, id: ConnectionId) -> Answer<'_, bool> {
+        Box::pin(async move {
+            let deadline = Instant::now() + REMOTE_WAIT;
+            loop {
+                if Cluster::locate(self, id).is_some() {
+                    return true;
+                }
+                if Instant::now() >= deadline || !Cluster::is_up(self) {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    }
+
+    fn may_claim(&self, id: ConnectionId, now: Instant) -> Result<(), ClaimError> {
+        self.directory().may_claim(id, now)
+    }
+
+    fn count(&self, hub: HubId) -> i64 {
+        Cluster::count(self, hub)
+    }
+
+    fn ask<'a>(&'a self, query: &'a Query) -> Answer<'a, bool> {
+        Box::pin(Cluster::ask(self, query))
+    }
+
+    fn is_up(&self) -> bool {
+        Cluster::is_up(self)
+    }
+
+    fn goodbye(&self) {
+        Cluster::goodbye(self);
+    }
+
+    fn flush(&self, until: Instant) {
+        while self.outbox().queued() > 0 && Cluster::is_up(self) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn metrics(&self) -> String {
+        self.render()
+    }
+
+    fn status(&self) -> Option<serde_json::Value> {
+        let (peers, remote) = self.directory().totals();
+        Some(serde_json::json!({
+            "kind": "redis",
+            "node": self.name,
+            "state": if Cluster::is_up(self) { "up" } else { "down" },
+            "error": self.link_error(),
+            "lag_ms": self.stats.lag_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            "queued": self.outbox().queued(),
+            "peers": peers,
+            "remote_connections": remote,
+        }))
+    }
+}
+
 /// Starts the links to Redis and the heartbeat on the control runtime, and asks the nodes
 /// already running what they hold.
-pub fn start(node: &Arc<crate::hub::Node>, runtime: &tokio::runtime::Handle) {
-    let Some(cluster) = node.cluster.clone() else {
-        return;
-    };
+pub fn start(cluster: &Arc<Cluster>, node: &Arc<Node>, runtime: &tokio::runtime::Handle) {
+    let cluster = cluster.clone();
     cluster.request_roster(0);
     for server in 0..cluster.links.len() {
         runtime.spawn(link::run(node.clone(), cluster.clone(), server));

@@ -4,11 +4,14 @@
 //! (`Rc`), so nothing here locks. Transports do not appear: the queue holds bytes already in
 //! the connection's wire form, and whichever transport serves the connection drains it.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::IoSlice;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::task::Waker;
@@ -16,6 +19,7 @@ use std::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
 use std::rc::Rc;
 
 use super::definition::HubId;
@@ -277,6 +281,16 @@ pub struct Connection {
     last_received: Cell<Instant>,
     last_sent: Cell<Instant>,
     stalled_since: Cell<Option<Instant>>,
+    /// What the transport serving the connection keeps beside it (HTTP transports only).
+    attachment: RefCell<Option<Rc<dyn Attachment>>>,
+}
+
+/// What a transport keeps beside a connection it serves over separate HTTP requests
+/// (Server-Sent Events, long polling): found through the shard's one registry of connections,
+/// and handed the data a client posted to another node of the cluster.
+pub trait Attachment: Any {
+    /// Data the client POSTed to another node, in the order it sent it.
+    fn receive_forwarded(self: Rc<Self>, payload: Bytes) -> Pin<Box<dyn Future<Output = ()>>>;
 }
 
 impl Connection {
@@ -321,7 +335,23 @@ impl Connection {
             last_received: Cell::new(now),
             last_sent: Cell::new(now),
             stalled_since: Cell::new(None),
+            attachment: RefCell::new(None),
         }
+    }
+
+    /// Keeps the transport's state beside the connection until [`Connection::detach`].
+    pub fn attach(&self, attachment: Rc<dyn Attachment>) {
+        *self.attachment.borrow_mut() = Some(attachment);
+    }
+
+    /// The transport's state, while attached.
+    pub fn attachment(&self) -> Option<Rc<dyn Attachment>> {
+        self.attachment.borrow().clone()
+    }
+
+    /// Lets go of the transport's state (which holds the connection: this ends the cycle).
+    pub fn detach(&self) -> Option<Rc<dyn Attachment>> {
+        self.attachment.borrow_mut().take()
     }
 
     pub fn protocol(&self) -> Protocol {

@@ -3,6 +3,7 @@
 //! Hub logic is transport-free: it works on connection ids and messages, and a publish is
 //! encoded once per protocol and handed to every shard through its inbox.
 
+pub mod backplane;
 pub mod connection;
 pub mod definition;
 pub mod dispatch;
@@ -13,6 +14,7 @@ pub mod presence;
 pub mod shard;
 
 pub use crate::protocol::TransportKind;
+pub use backplane::Backplane;
 pub use connection::{Connection, ConnectionId};
 pub use definition::{HubDef, HubId, Hubs};
 pub use index::Target;

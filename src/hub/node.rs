@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -11,10 +12,12 @@ use std::time::Instant;
 use crossbeam::queue::ArrayQueue;
 use tokio::sync::{Notify, oneshot, watch};
 
+use super::backplane::{Backplane, Local};
 use super::connection::{ConnectionId, IdBuildHasher};
 use super::definition::{HubId, Hubs};
 use super::index::Target;
 use super::outgoing::Outgoing;
+use super::shard::Shard;
 use crate::config::Config;
 use crate::fault::CloseReason;
 use crate::metrics::Snapshot;
@@ -92,7 +95,7 @@ pub enum ShardMsg {
 }
 
 /// Work to run on a shard's thread, given the shard.
-pub type TaskFn = dyn FnOnce(&std::rc::Rc<super::shard::Shard>) + Send;
+pub type TaskFn = dyn FnOnce(&Rc<Shard>) + Send;
 
 /// A closure run on another shard.
 pub struct Task(pub Box<TaskFn>);
@@ -444,37 +447,26 @@ pub struct Node {
     pub started: Instant,
     /// "uring" or "epoll", for the logs and /metrics.
     pub io: &'static str,
-    /// TLS termination, when configured.
-    pub tls: Option<crate::transport::tls::Tls>,
-    /// The Redis backplane; `None` is the `local` backplane (a cluster of one).
-    pub cluster: Option<Arc<crate::backplane::Cluster>>,
+    /// What the other nodes of the cluster must see, and what they hold.
+    pub backplane: Arc<dyn Backplane>,
 }
 
 impl Node {
+    /// A node alone: the `local` backplane.
     pub fn new(config: Config, shards: usize, io: &'static str) -> Arc<Node> {
-        Node::with_tls(config, shards, io, None)
+        Node::with_backplane(config, shards, io, Arc::new(Local))
     }
 
-    pub fn with_tls(
+    pub fn with_backplane(
         config: Config,
         shards: usize,
         io: &'static str,
-        tls: Option<crate::transport::tls::Tls>,
+        backplane: Arc<dyn Backplane>,
     ) -> Arc<Node> {
         let hubs = Hubs::from_config(&config);
         let capacity = config.server.inbox_capacity;
-        let cluster = match config.cluster.backplane {
-            crate::config::BackplaneKind::Local => None,
-            crate::config::BackplaneKind::Redis => Some(Arc::new(crate::backplane::Cluster::new(
-                &config.cluster,
-                &hubs,
-                // A token's clock starts at negotiate, before its connection ends: this bounds it.
-                crate::transport::negotiate::token_lifetime(&config.connections)
-                    + std::time::Duration::from_secs(1),
-            ))),
-        };
         Arc::new(Node {
-            cluster,
+            backplane,
             keys: Keys::new(&config.auth.access_key),
             registry: Registry::default(),
             inboxes: (0..shards).map(|_| Inbox::new(capacity)).collect(),
@@ -494,7 +486,6 @@ impl Node {
             config: Arc::new(config),
             hubs,
             io,
-            tls,
         })
     }
 
@@ -513,7 +504,7 @@ impl Node {
 
     /// Connections of the hub on the other nodes.
     fn remote_count(&self, hub: HubId) -> i64 {
-        self.cluster.as_ref().map_or(0, |c| c.count(hub))
+        self.backplane.count(hub)
     }
 
     /// Adds `delta` to the hub's count on this node and returns the cluster's new count.
@@ -547,6 +538,64 @@ impl Node {
         if self.hubs.get(hub).presence.is_periodic() {
             self.presence(hub).leave(id, user);
         }
+    }
+
+    /// The hub of an active connection, on this node or another.
+    pub fn hub_of(&self, id: ConnectionId) -> Option<HubId> {
+        match self.registry.locate(id) {
+            Some((_, hub)) => Some(hub),
+            None => self.backplane.locate(id),
+        }
+    }
+
+    /// Sends `msg` to the shard that owns connection `id` on this node; false if none does.
+    pub async fn to_owner(&self, id: ConnectionId, msg: ShardMsg) -> bool {
+        match self.registry.locate(id) {
+            Some((shard, _)) => {
+                self.inbox(shard).send(msg).await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sends a message made by `make` to every shard but `except` (the caller, which
+    /// applies its own).
+    pub async fn to_shards(&self, except: Option<usize>, make: impl Fn() -> ShardMsg) {
+        for shard in (0..self.shards()).filter(|s| Some(*s) != except) {
+            self.inbox(shard).send(make()).await;
+        }
+    }
+
+    /// Runs `task` on shard `shard`'s thread.
+    pub async fn run_on(&self, shard: usize, task: impl FnOnce(&Rc<Shard>) + Send + 'static) {
+        self.inbox(shard)
+            .send(ShardMsg::Run(Task(Box::new(task))))
+            .await;
+    }
+
+    /// Data a client POSTed to another node, for connection `id` of this node: handed to its
+    /// transport on the owning shard. Returns once it has been handled, so what the other
+    /// node forwards next is handled after it.
+    pub async fn receive_forwarded(&self, id: ConnectionId, payload: Vec<u8>) {
+        let IdState::Active { shard, transport } = self.registry.state(id) else {
+            return;
+        };
+        if transport == TransportKind::WebSockets {
+            return;
+        }
+        let (tx, rx) = oneshot::channel::<()>();
+        self.run_on(shard, move |shard| {
+            let Some(attachment) = shard.connection(id).and_then(|c| c.attachment()) else {
+                return;
+            };
+            tokio::task::spawn_local(async move {
+                attachment.receive_forwarded(payload.into()).await;
+                let _ = tx.send(());
+            });
+        })
+        .await;
+        let _ = rx.await;
     }
 
     /// Asks every shard but `except` (the caller, which answers for itself); true if any

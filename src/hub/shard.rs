@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::connection::{Connection, ConnectionId, IdBuildHasher, Joined, Phase, Refused, Wire};
+use super::HubId;
+use super::connection::{
+    Attachment, Connection, ConnectionId, IdBuildHasher, Joined, Phase, Refused, Wire,
+};
 use super::index::{ShardIndex, Target};
 use super::node::{Node, Publish, Query, ShardMsg};
 use super::outgoing::{Encoded, Outgoing};
@@ -114,6 +117,12 @@ impl Shard {
         self.state.borrow().conns.get(&id).cloned()
     }
 
+    /// What the transport of connection `id` keeps beside it, if it is a `T`.
+    pub fn attachment<T: Attachment>(&self, id: ConnectionId) -> Option<Rc<T>> {
+        let attachment: Rc<dyn std::any::Any> = self.connection(id)?.attachment()?;
+        attachment.downcast().ok()
+    }
+
     /// Connections on this shard, handshaking ones included.
     pub fn connection_count(&self) -> usize {
         self.state.borrow().conns.len()
@@ -129,9 +138,9 @@ impl Shard {
             .hub_mut(conn.hub)
             .add(conn, now);
         let count = self.node.add_count(conn.hub, 1);
-        if let Some(cluster) = &self.node.cluster {
-            cluster.opened(conn.id, conn.hub, conn.user.clone());
-        }
+        self.node
+            .backplane
+            .opened(conn.id, conn.hub, conn.user.clone());
         self.metrics.connection_opened();
         self.metrics.record(
             crate::metrics::Latency::Handshake,
@@ -154,10 +163,10 @@ impl Shard {
             return;
         }
         let count = self.node.add_count(conn.hub, -1);
-        if let Some(cluster) = &self.node.cluster {
-            // A node that shuts down says goodbye once instead.
-            cluster.closed(conn.id, !self.node.is_shutting_down());
-        }
+        // A node that shuts down says goodbye once instead.
+        self.node
+            .backplane
+            .closed(conn.id, !self.node.is_shutting_down());
         // During shutdown, or when the whole hub is closed, every connection leaves:
         // announcing each to all the others would be quadratic and tell nobody anything.
         if self.node.is_shutting_down() || conn.is_silent() {
@@ -211,11 +220,12 @@ impl Shard {
         until: Option<Instant>,
     ) {
         self.retire(conn).await;
-        if let Some(cluster) = &self.node.cluster {
-            // One that never opened was only claimed: the others forget it now.
-            cluster.closed(conn.id, !self.node.is_shutting_down());
-        }
+        // One that never opened was only claimed: the others forget it now.
+        self.node
+            .backplane
+            .closed(conn.id, !self.node.is_shutting_down());
         self.state.borrow_mut().conns.remove(&conn.id);
+        conn.detach();
         self.node.registry.end(conn.id, until);
         self.metrics.closed(reason, conn.was_opened());
     }
@@ -238,28 +248,18 @@ impl Shard {
                         .send(ShardMsg::Publish(publish))
                         .await
                 }
-                None => {
-                    if let Some(cluster) = &self.node.cluster
-                        && cluster.locate(id).is_some()
-                    {
-                        cluster.publish(&publish);
-                    }
+                None if self.node.backplane.locate(id).is_some() => {
+                    self.node.backplane.publish(&publish)
                 }
+                None => {}
             }
             return;
         }
-        if let Some(cluster) = &self.node.cluster {
-            cluster.publish(&publish);
-        }
+        self.node.backplane.publish(&publish);
         self.deliver(&publish);
-        for shard in 0..self.node.shards() {
-            if shard != self.id {
-                self.node
-                    .inbox(shard)
-                    .send(ShardMsg::Publish(publish.clone()))
-                    .await;
-            }
-        }
+        self.node
+            .to_shards(Some(self.id), || ShardMsg::Publish(publish.clone()))
+            .await;
     }
 
     /// Queues a publish to this shard's recipients.
@@ -489,30 +489,142 @@ impl Shard {
         Ok(())
     }
 
-    /// Sends `msg` to the shard that owns connection `id`; false if no shard does.
+    /// Sends `msg` to the shard of this node that owns connection `id` (applied here at once
+    /// if it is this one); false if no shard does.
     pub async fn to_owner(self: &Rc<Self>, id: ConnectionId, msg: ShardMsg) -> bool {
         match self.node.registry.locate(id) {
             Some((shard, _)) if shard == self.id => {
                 self.apply(msg);
                 true
             }
-            Some((shard, _)) => {
-                self.node.inbox(shard).send(msg).await;
-                true
-            }
-            None => false,
+            _ => self.node.to_owner(id, msg).await,
         }
     }
 
-    /// Sends a message made by `make` to every shard, this one included.
+    /// Sends a message made by `make` to every shard of this node, this one included.
     pub async fn to_all(self: &Rc<Self>, make: impl Fn() -> ShardMsg) {
-        for shard in 0..self.node.shards() {
-            if shard == self.id {
-                self.apply(make());
-            } else {
-                self.node.inbox(shard).send(make()).await;
-            }
+        self.apply(make());
+        self.node.to_shards(Some(self.id), make).await;
+    }
+
+    /// Sends a change for connection `id` to its owner: a shard of this node, or else the
+    /// node that holds it.
+    async fn to_connection(
+        self: &Rc<Self>,
+        id: ConnectionId,
+        msg: ShardMsg,
+        remote: impl FnOnce(&dyn super::Backplane),
+    ) {
+        if !self.to_owner(id, msg).await {
+            remote(&*self.node.backplane);
         }
+    }
+
+    /// Connection `id` of `hub` joins `group`, wherever in the cluster it is.
+    pub async fn add_to_group(self: &Rc<Self>, hub: HubId, id: ConnectionId, group: Arc<str>) {
+        let msg = ShardMsg::Join {
+            conn: id,
+            group: group.clone(),
+        };
+        self.to_connection(id, msg, |b| b.join(hub, id, &group))
+            .await;
+    }
+
+    /// Connection `id` of `hub` leaves `group`, wherever in the cluster it is.
+    pub async fn remove_from_group(self: &Rc<Self>, hub: HubId, id: ConnectionId, group: Arc<str>) {
+        let msg = ShardMsg::Leave {
+            conn: id,
+            group: group.clone(),
+        };
+        self.to_connection(id, msg, |b| b.leave(hub, id, &group))
+            .await;
+    }
+
+    /// Connection `id` of `hub` leaves every group, wherever in the cluster it is.
+    pub async fn leave_all_groups(self: &Rc<Self>, hub: HubId, id: ConnectionId) {
+        self.to_connection(id, ShardMsg::LeaveAll { conn: id }, |b| {
+            b.leave_all(hub, id)
+        })
+        .await;
+    }
+
+    /// Closes the connections of `hub` that `target` reaches, but `excluded`, on every node.
+    pub async fn close(
+        self: &Rc<Self>,
+        hub: HubId,
+        target: Target,
+        excluded: Arc<Vec<ConnectionId>>,
+        text: Option<String>,
+    ) {
+        let reason = CloseReason::ClosedByServer(text.clone());
+        if let Target::Connection(id) = target {
+            let msg = ShardMsg::Close {
+                hub,
+                target: target.clone(),
+                excluded: excluded.clone(),
+                reason,
+            };
+            self.to_connection(id, msg, |b| b.close(hub, &target, &excluded, text))
+                .await;
+            return;
+        }
+        self.node.backplane.close(hub, &target, &excluded, text);
+        self.to_all(|| ShardMsg::Close {
+            hub,
+            target: target.clone(),
+            excluded: excluded.clone(),
+            reason: reason.clone(),
+        })
+        .await;
+    }
+
+    /// `user` joins `group` of `hub` on every node, until `until` (`None`: only while it has
+    /// connections).
+    pub async fn add_user_to_group(
+        self: &Rc<Self>,
+        hub: HubId,
+        user: Arc<str>,
+        group: Arc<str>,
+        until: Option<Instant>,
+    ) {
+        self.node
+            .backplane
+            .add_user_to_group(hub, &user, &group, until);
+        self.to_all(|| ShardMsg::AddUserToGroup {
+            hub,
+            user: user.clone(),
+            group: group.clone(),
+            until,
+        })
+        .await;
+    }
+
+    /// `user` leaves `group` of `hub` on every node.
+    pub async fn remove_user_from_group(
+        self: &Rc<Self>,
+        hub: HubId,
+        user: Arc<str>,
+        group: Arc<str>,
+    ) {
+        self.node
+            .backplane
+            .remove_user_from_group(hub, &user, &group);
+        self.to_all(|| ShardMsg::RemoveUserFromGroup {
+            hub,
+            user: user.clone(),
+            group: group.clone(),
+        })
+        .await;
+    }
+
+    /// `user` leaves every group of `hub` on every node.
+    pub async fn remove_user_from_all_groups(self: &Rc<Self>, hub: HubId, user: Arc<str>) {
+        self.node.backplane.remove_user_from_all_groups(hub, &user);
+        self.to_all(|| ShardMsg::RemoveUserFromAllGroups {
+            hub,
+            user: user.clone(),
+        })
+        .await;
     }
 
     /// Waits until every other shard has delivered what this one handed it so far (their
@@ -525,10 +637,9 @@ impl Shard {
         for shard in (0..self.node.shards()).filter(|s| *s != self.id) {
             let (tx, rx) = oneshot::channel::<()>();
             self.node
-                .inbox(shard)
-                .send(ShardMsg::Run(super::node::Task(Box::new(move |_| {
+                .run_on(shard, move |_| {
                     let _ = tx.send(());
-                }))))
+                })
                 .await;
             replies.push(rx);
         }
@@ -546,22 +657,13 @@ impl Shard {
         if target == self.id {
             task(self);
         } else {
-            self.node
-                .inbox(target)
-                .send(ShardMsg::Run(super::node::Task(Box::new(task))))
-                .await;
+            self.node.run_on(target, task).await;
         }
     }
 
     /// Asks every shard, and every node of the cluster; true if any answers yes.
     pub async fn query(self: &Rc<Self>, query: Query) -> bool {
-        if self.query_node(&query).await {
-            return true;
-        }
-        let Some(cluster) = &self.node.cluster else {
-            return false;
-        };
-        cluster.ask(&query).await
+        self.query_node(&query).await || self.node.backplane.ask(&query).await
     }
 
     /// Asks every shard of this node. Changes other shards handed this one before now are

@@ -105,13 +105,12 @@ pub fn claim(
     accepted: &Accepted,
     transport: TransportKind,
 ) -> Result<(), HttpFault> {
-    if let Some(cluster) = &shard.node.cluster
-        && shard.node.registry.state(accepted.id) == crate::hub::node::IdState::Unknown
-    {
+    if shard.node.registry.state(accepted.id) == crate::hub::node::IdState::Unknown {
         // Another node's connection (or its token, replayed here) is refused: the first use
         // of a token wins across the cluster, up to the backplane's lag.
-        cluster
-            .directory()
+        shard
+            .node
+            .backplane
             .may_claim(accepted.id, Instant::now())
             .map_err(|e| match e {
                 ClaimError::Active => HttpFault::ConnectionActive,

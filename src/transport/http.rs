@@ -419,9 +419,7 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Body> {
         node.shards(),
         node.started.elapsed().as_secs_f64(),
     );
-    if let Some(cluster) = &node.cluster {
-        text.push_str(&cluster.render());
-    }
+    text.push_str(&node.backplane.metrics());
     let mut response = Response::new(full(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -443,29 +441,18 @@ pub fn no_cache(headers: &mut http::HeaderMap) {
 /// own clients and buffers cluster messages — and says so in the body, with the backplane's
 /// lag and backlog, for dashboards and alerts.
 fn ready(node: &crate::hub::Node) -> Response<Body> {
-    let Some(cluster) = &node.cluster else {
+    let Some(backplane) = node.backplane.status() else {
         return health(!node.is_shutting_down());
     };
-    use std::sync::atomic::Ordering;
     let down = node.is_shutting_down();
     let status = if down {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
-    let (peers, remote) = cluster.directory().totals();
     let body = serde_json::json!({
         "status": if down { "shutting_down" } else { "ok" },
-        "backplane": {
-            "kind": "redis",
-            "node": cluster.name,
-            "state": if cluster.is_up() { "up" } else { "down" },
-            "error": cluster.link_error(),
-            "lag_ms": cluster.stats.lag_us.load(Ordering::Relaxed) as f64 / 1000.0,
-            "queued": cluster.outbox().queued(),
-            "peers": peers,
-            "remote_connections": remote,
-        }
+        "backplane": backplane,
     });
     json(status, &body)
 }

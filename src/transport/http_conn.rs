@@ -8,7 +8,8 @@
 //! queue is backed up the next piece waits, so TCP pushes back on the client.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -24,7 +25,7 @@ use super::inflow;
 use super::longpoll::{self, PollReply};
 use super::session::Session;
 use crate::fault::{CloseReason, HttpFault};
-use crate::hub::connection::IdBuildHasher;
+use crate::hub::connection::Attachment;
 use crate::hub::definition::HubDef;
 use crate::hub::node::IdState;
 use crate::hub::{Connection, ConnectionId, Encoded, Shard, TransportKind};
@@ -54,13 +55,9 @@ pub struct HttpConn {
     finished: Cell<bool>,
 }
 
-thread_local! {
-    /// The HTTP-served connections of the shard on this thread.
-    static CONNS: RefCell<HashMap<ConnectionId, Rc<HttpConn>, IdBuildHasher>> = RefCell::default();
-}
-
-pub fn get(id: ConnectionId) -> Option<Rc<HttpConn>> {
-    CONNS.with(|c| c.borrow().get(&id).cloned())
+/// The HTTP-served connection `id`, on its shard.
+pub fn get(shard: &Shard, id: ConnectionId) -> Option<Rc<HttpConn>> {
+    shard.attachment::<HttpConn>(id)
 }
 
 /// Creates the connection for a claimed id on this shard.
@@ -92,11 +89,24 @@ pub fn create(shard: &Rc<Shard>, accepted: Accepted, transport: TransportKind) -
         close_queued: Cell::new(false),
         finished: Cell::new(false),
     });
-    CONNS.with(|c| c.borrow_mut().insert(accepted.id, hc.clone()));
-    if let Some(cluster) = &shard.node.cluster {
-        cluster.claimed(hc.conn.id, hc.conn.hub, hc.conn.user.clone());
-    }
+    hc.conn.attach(hc.clone());
+    shard
+        .node
+        .backplane
+        .claimed(hc.conn.id, hc.conn.hub, hc.conn.user.clone());
     hc
+}
+
+impl Attachment for HttpConn {
+    fn receive_forwarded(self: Rc<Self>, payload: Bytes) -> Pin<Box<dyn Future<Output = ()>>> {
+        Box::pin(async move {
+            // Not held back by the connection's queue: the backplane's reader waits for this,
+            // and must not wait for one client.
+            if let Err(e) = receive(&self.shard, self.conn.id, payload, false).await {
+                tracing::debug!(connection = %self.conn.id, "forwarded data refused: {e}");
+            }
+        })
+    }
 }
 
 impl HttpConn {
@@ -139,7 +149,7 @@ impl HttpConn {
         if let Some(w) = self.driver.take() {
             w.wake();
         }
-        CONNS.with(|c| c.borrow_mut().remove(&self.conn.id));
+        self.conn.detach();
         let hc = self.clone();
         tokio::task::spawn_local(async move {
             hc.shard.detach(&hc.conn, &reason, hc.until).await;
@@ -150,8 +160,13 @@ impl HttpConn {
 /// Feeds a piece of a POST body to the connection's session, on the owning shard — with
 /// `wait`, once the connection may be read (its own queue drained below the low watermark,
 /// the node within its input budget).
-async fn receive(id: ConnectionId, piece: Bytes, wait: bool) -> Result<(), HttpFault> {
-    let hc = get(id).ok_or(HttpFault::ConnectionNotFound)?;
+async fn receive(
+    shard: &Shard,
+    id: ConnectionId,
+    piece: Bytes,
+    wait: bool,
+) -> Result<(), HttpFault> {
+    let hc = get(shard, id).ok_or(HttpFault::ConnectionNotFound)?;
     let Some(mut session) = hc.session.borrow_mut().take() else {
         return Err(HttpFault::ConnectionActive);
     };
@@ -184,8 +199,8 @@ async fn receive(id: ConnectionId, piece: Bytes, wait: bool) -> Result<(), HttpF
 
 /// Marks the start (`true`) or end of a POST body for connection `id`, on its shard; a
 /// second POST while one is being read is refused.
-fn posting(id: ConnectionId, start: bool) -> Result<(), HttpFault> {
-    let hc = get(id).ok_or(HttpFault::ConnectionNotFound)?;
+fn posting(shard: &Shard, id: ConnectionId, start: bool) -> Result<(), HttpFault> {
+    let hc = get(shard, id).ok_or(HttpFault::ConnectionNotFound)?;
     if start && hc.posting.replace(true) {
         return Err(HttpFault::ConnectionActive);
     }
@@ -199,12 +214,12 @@ fn posting(id: ConnectionId, start: bool) -> Result<(), HttpFault> {
 async fn on_owner<R: Send + 'static>(
     shard: &Rc<Shard>,
     owner: usize,
-    f: impl FnOnce() -> R + Send + 'static,
+    f: impl FnOnce(&Shard) -> R + Send + 'static,
 ) -> Option<R> {
     let (tx, rx) = oneshot::channel();
     shard
-        .run_on(owner, move |_| {
-            let _ = tx.send(f());
+        .run_on(owner, move |owner| {
+            let _ = tx.send(f(owner));
         })
         .await;
     rx.await.ok()
@@ -230,12 +245,11 @@ pub async fn send(
         IdState::Unknown => {
             // Held by another node of the cluster: the data goes there, piece by piece, in
             // order.
-            if let Some(cluster) = &shard.node.cluster
-                && wait_for_remote(cluster, token.id).await
-            {
+            let backplane = &shard.node.backplane;
+            if backplane.await_remote(token.id).await {
                 let mut body = TimedBody::new(req.into_body(), timeout);
                 while let Some(piece) = body.next().await? {
-                    cluster.forward(hub.id, token.id, piece.to_vec());
+                    backplane.forward(hub.id, token.id, piece.to_vec());
                 }
                 return Ok(status(StatusCode::OK));
             }
@@ -248,7 +262,7 @@ pub async fn send(
         }
     };
     let id = token.id;
-    on_owner(shard, owner, move || posting(id, true))
+    on_owner(shard, owner, move |owner| posting(owner, id, true))
         .await
         .unwrap_or(Err(HttpFault::ConnectionNotFound))?;
     let mut body = TimedBody::new(req.into_body(), timeout);
@@ -256,9 +270,10 @@ pub async fn send(
         while let Some(piece) = body.next().await? {
             let (tx, rx) = oneshot::channel();
             shard
-                .run_on(owner, move |_| {
+                .run_on(owner, move |owner| {
+                    let owner = owner.clone();
                     tokio::task::spawn_local(async move {
-                        let _ = tx.send(receive(id, piece, true).await);
+                        let _ = tx.send(receive(&owner, id, piece, true).await);
                     });
                 })
                 .await;
@@ -267,52 +282,6 @@ pub async fn send(
         Ok(())
     }
     .await;
-    on_owner(shard, owner, move || posting(id, false)).await;
+    on_owner(shard, owner, move |owner| posting(owner, id, false)).await;
     outcome.map(|()| status(StatusCode::OK))
-}
-
-/// How long a POST for an unknown id waits to learn that another node holds the connection
-/// (a Server-Sent Events client posts its handshake as soon as its stream opens, possibly
-/// before this node has read the other node's announcement).
-const REMOTE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Whether another node holds connection `id`, waiting up to [`REMOTE_WAIT`] to find out.
-async fn wait_for_remote(cluster: &crate::backplane::Cluster, id: ConnectionId) -> bool {
-    let deadline = Instant::now() + REMOTE_WAIT;
-    loop {
-        if cluster.locate(id).is_some() {
-            return true;
-        }
-        if Instant::now() >= deadline || !cluster.is_up() {
-            return false;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-}
-
-/// Data a client POSTed to another node of the cluster, fed to its session here, in the
-/// order the other node forwarded it (the caller waits for each before the next).
-pub async fn receive_forwarded(node: &crate::hub::Node, id: ConnectionId, payload: Vec<u8>) {
-    let IdState::Active { shard, transport } = node.registry.state(id) else {
-        return;
-    };
-    if transport == TransportKind::WebSockets {
-        return;
-    }
-    let (tx, rx) = oneshot::channel();
-    let task = move |_: &Rc<Shard>| {
-        tokio::task::spawn_local(async move {
-            // Not held back by the connection's queue: the backplane's reader waits for
-            // this, and must not wait for one client.
-            let _ = tx.send(receive(id, Bytes::from(payload), false).await);
-        });
-    };
-    node.inbox(shard)
-        .send(crate::hub::ShardMsg::Run(crate::hub::node::Task(Box::new(
-            task,
-        ))))
-        .await;
-    if let Ok(Err(e)) = rx.await {
-        tracing::debug!(connection = %id, "forwarded data refused: {e}");
-    }
 }

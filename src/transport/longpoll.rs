@@ -70,8 +70,8 @@ fn take_all(hc: &HttpConn) -> Bytes {
 }
 
 /// A poll, on the owning shard.
-fn on_poll(id: ConnectionId, tx: oneshot::Sender<PollReply>) {
-    let Some(hc) = http_conn::get(id) else {
+fn on_poll(shard: &Shard, id: ConnectionId, tx: oneshot::Sender<PollReply>) {
+    let Some(hc) = http_conn::get(shard, id) else {
         let _ = tx.send(PollReply::Gone);
         return;
     };
@@ -131,7 +131,9 @@ pub async fn poll(
         }
     };
     let (tx, rx) = oneshot::channel();
-    shard.run_on(owner, move |_| on_poll(token.id, tx)).await;
+    shard
+        .run_on(owner, move |owner| on_poll(owner, token.id, tx))
+        .await;
     Ok(reply(rx.await.unwrap_or(PollReply::Gone)))
 }
 
@@ -168,8 +170,8 @@ pub async fn delete(
     };
     let (tx, rx) = oneshot::channel::<()>();
     shard
-        .run_on(owner, move |_| {
-            if let Some(hc) = http_conn::get(token.id) {
+        .run_on(owner, move |owner| {
+            if let Some(hc) = http_conn::get(owner, token.id) {
                 hc.conn.request_close(CloseReason::ClientClosed);
                 hc.finish();
             }
