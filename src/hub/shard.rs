@@ -661,6 +661,21 @@ impl Shard {
         }
     }
 
+    /// Runs `f` on shard `target` (here at once if it is this shard) and returns its answer;
+    /// `None` if that shard stopped first.
+    pub async fn on_shard<R: Send + 'static>(
+        self: &Rc<Self>,
+        target: usize,
+        f: impl FnOnce(&Rc<Shard>) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = oneshot::channel();
+        self.run_on(target, move |shard| {
+            let _ = tx.send(f(shard));
+        })
+        .await;
+        rx.await.ok()
+    }
+
     /// Asks every shard, and every node of the cluster; true if any answers yes.
     pub async fn query(self: &Rc<Self>, query: Query) -> bool {
         self.query_node(&query).await || self.node.backplane.ask(&query).await

@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::connection_token::ConnectionToken;
 use super::http::{Body, query_param};
 use super::negotiate::authenticate_client;
-use super::{http_conn, longpoll, sse, websocket};
+use super::{longpoll, post, sse, websocket};
 use crate::config::HubAuth;
 use crate::fault::HttpFault;
 use crate::hub::definition::{HubDef, HubId};
@@ -181,7 +181,7 @@ where
         }
         Method::POST => {
             let id = id.ok_or(HttpFault::ConnectionIdRequired)?;
-            http_conn::send(shard, req, &hub, &id, query.as_deref()).await
+            post::send(shard, req, &hub, &id, query.as_deref()).await
         }
         Method::DELETE => {
             let id = id.ok_or(HttpFault::ConnectionIdRequired)?;

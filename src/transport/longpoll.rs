@@ -19,23 +19,12 @@ use tokio::sync::oneshot;
 
 use super::endpoint;
 use super::http::{Body, full, status};
-use super::http_conn::{self, HttpConn};
+use super::http_conn::{self, HttpConn, PollReply};
 use super::writer::take_queued;
 use crate::fault::{CloseReason, HttpFault};
 use crate::hub::definition::HubDef;
 use crate::hub::node::IdState;
 use crate::hub::{ConnectionId, Shard, TransportKind};
-
-/// How the owning shard answers a poll.
-#[derive(Debug)]
-pub enum PollReply {
-    /// Everything queued, in one body.
-    Data(Bytes),
-    /// Nothing within the poll timeout (or the first poll).
-    Empty,
-    /// The connection is over, or a newer poll took over: 204.
-    Gone,
-}
 
 fn reply(r: PollReply) -> Response<Body> {
     let mut response = match r {
@@ -168,17 +157,14 @@ pub async fn delete(
         IdState::Active { .. } => return Err(HttpFault::MethodNotAllowed("DELETE".into())),
         IdState::Ended | IdState::Unknown => return Err(HttpFault::ConnectionNotFound),
     };
-    let (tx, rx) = oneshot::channel::<()>();
     shard
-        .run_on(owner, move |owner| {
+        .on_shard(owner, move |owner| {
             if let Some(hc) = http_conn::get(owner, token.id) {
                 hc.conn.request_close(CloseReason::ClientClosed);
                 hc.finish();
             }
-            let _ = tx.send(());
         })
         .await;
-    let _ = rx.await;
     Ok(status(StatusCode::ACCEPTED))
 }
 

@@ -9,6 +9,7 @@ pub mod http_conn;
 pub mod inflow;
 pub mod longpoll;
 pub mod negotiate;
+pub mod post;
 pub mod session;
 pub mod sse;
 pub mod tls;
