@@ -28,3 +28,4 @@ pub mod metrics;
 pub mod protocol;
 pub mod runtime;
 pub mod transport;
+pub mod web;

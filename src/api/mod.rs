@@ -21,7 +21,7 @@ use crate::hub::definition::HubDef;
 use crate::hub::dispatch::MAX_GROUP_NAME;
 use crate::hub::{ConnectionId, Outgoing, Publish, Query, Shard, Target};
 use crate::protocol::Value;
-use crate::transport::http::{Body, decode_segment, query_param, query_params, read_body, status};
+use crate::web::{Body, decode_segment, full, query_param, query_params, read_body, status};
 
 /// This API's OpenAPI description, served at `/api/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -67,7 +67,7 @@ pub async fn handle(
         .collect::<Result<_, _>>()?;
     let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
     if parts == ["openapi.json"] && (method == Method::GET || method == Method::HEAD) {
-        let mut response = Response::new(crate::transport::http::full(OPENAPI));
+        let mut response = Response::new(full(OPENAPI));
         response.headers_mut().insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/json"),
@@ -199,8 +199,9 @@ impl Call<'_> {
     ) -> Result<Response<Body>, HttpFault> {
         let shard = self.shard;
         let target = checked_target(shard, &self.hub, target)?;
-        let limit = shard.node.config.server.max_request_body_bytes;
-        let body = read_body(shard, req.into_body(), limit).await?;
+        let server = &shard.node.config.server;
+        let timeout = Duration::from_millis(server.body_timeout_ms);
+        let body = read_body(req.into_body(), server.max_request_body_bytes, timeout).await?;
         let message = payload_message(&body)?;
         shard
             .publish(Publish {
