@@ -18,14 +18,14 @@
 //! A connection belongs to one shard (one thread, one runtime); a publish is encoded once and
 //! reaches the other shards through their lock-free inboxes.
 
-pub mod api;
+pub(crate) mod api;
 pub mod backplane;
 pub mod config;
-pub mod fault;
+pub(crate) mod fault;
 pub mod hub;
 pub mod identity;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod protocol;
 pub mod runtime;
 pub mod transport;
-pub mod web;
+pub(crate) mod web;

@@ -11,12 +11,12 @@
 //! partition stream it holds with a blocking `XREAD` from the last id it has seen, skips its
 //! own node's entries, drops duplicates and hands the rest to the shards' inboxes.
 
-pub mod directory;
+pub(crate) mod directory;
 pub mod envelope;
-pub mod inbound;
-pub mod link;
-pub mod outbox;
-pub mod redis;
+pub(crate) mod inbound;
+pub(crate) mod link;
+pub(crate) mod outbox;
+pub(crate) mod redis;
 
 pub use self::link::{LinkError, redis_client};
 pub use self::redis::{

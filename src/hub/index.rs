@@ -137,16 +137,9 @@ impl HubIndex {
         self.all.get(&id)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.all.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.all.is_empty()
-    }
-
-    pub fn all(&self) -> impl Iterator<Item = &Rc<Connection>> {
-        self.all.values()
     }
 
     pub fn has_group(&self, group: &str) -> bool {
@@ -291,10 +284,6 @@ impl ShardIndex {
 
     pub fn hub_mut(&mut self, id: HubId) -> &mut HubIndex {
         &mut self.hubs[id as usize]
-    }
-
-    pub fn hubs(&self) -> impl Iterator<Item = &HubIndex> {
-        self.hubs.iter()
     }
 
     pub fn purge(&mut self, now: Instant) {

@@ -3,15 +3,15 @@
 //! Hub logic is transport-free: it works on connection ids and messages, and a publish is
 //! encoded once per protocol and handed to every shard through its inbox.
 
-pub mod backplane;
+pub(crate) mod backplane;
 pub mod connection;
-pub mod definition;
-pub mod dispatch;
-pub mod index;
-pub mod node;
-pub mod outgoing;
-pub mod presence;
-pub mod shard;
+pub(crate) mod definition;
+pub(crate) mod dispatch;
+pub(crate) mod index;
+pub(crate) mod node;
+pub(crate) mod outgoing;
+pub(crate) mod presence;
+pub(crate) mod shard;
 
 pub use crate::protocol::TransportKind;
 pub use backplane::Backplane;

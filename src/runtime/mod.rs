@@ -8,7 +8,7 @@
 //! socket, and what type that socket is ([`Acceptor`]). Everything above works on any
 //! `AsyncRead + AsyncWrite`.
 
-pub mod uring;
+pub(crate) mod uring;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};

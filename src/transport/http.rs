@@ -21,9 +21,7 @@ use crate::api;
 use crate::fault::HttpFault;
 use crate::hub::Shard;
 use crate::metrics::Latency;
-pub use crate::web::{
-    Body, TimedBody, decode_segment, empty, full, query_param, query_params, status,
-};
+pub use crate::web::{Body, TimedBody, decode_segment, empty, full, query_param, status};
 
 /// How long a client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -315,6 +313,7 @@ fn health(ok: bool) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::web::query_params;
 
     #[test]
     fn paths_and_queries() {

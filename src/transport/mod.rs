@@ -3,15 +3,15 @@
 //! connection's session (inbound) and queue (outbound).
 
 pub mod connection_token;
-pub mod endpoint;
-pub mod http;
-pub mod http_conn;
-pub mod inflow;
-pub mod longpoll;
-pub mod negotiate;
-pub mod post;
-pub mod session;
-pub mod sse;
-pub mod tls;
-pub mod websocket;
+pub(crate) mod endpoint;
+pub(crate) mod http;
+pub(crate) mod http_conn;
+pub(crate) mod inflow;
+pub(crate) mod longpoll;
+pub(crate) mod negotiate;
+pub(crate) mod post;
+pub(crate) mod session;
+pub(crate) mod sse;
+pub(crate) mod tls;
+pub(crate) mod websocket;
 pub mod writer;
