@@ -1,24 +1,30 @@
-//! A client connection as the hub sees it: identity, groups and a bounded outbound queue.
+//! A client connection as the hub sees it: identity, groups, phase, flow control and a
+//! bounded outbound queue ([`outbound`]), with stateful reconnect's [`replay`] buffer.
 //!
 //! A `Connection` lives on the shard that owns it and is shared only within that thread
-//! (`Rc`), so nothing here locks. Transports do not appear: the queue holds bytes already in
-//! the connection's wire form, and whichever transport serves the connection drains it.
+//! (`Rc`), so nothing here locks. It knows its transport's kind only to choose the wire form
+//! its queue holds (whole WebSocket frames, or bare protocol bytes that Server-Sent Events and
+//! long polling frame themselves); whichever transport serves it drains the queue, and an HTTP
+//! transport's own state hangs on it as an [`Attachment`].
+
+mod id;
+pub mod outbound;
+mod replay;
+
+pub use self::id::{ConnectionId, IdBuildHasher, IdHasher};
+use self::outbound::Outbound;
+pub use self::outbound::{Drained, MAX_SLICES, Queued, Refused, Wire};
+pub use self::replay::Replay;
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
-use std::fmt;
 use std::future::Future;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::IoSlice;
 use std::pin::Pin;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::Instant;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use std::rc::Rc;
 
@@ -31,79 +37,6 @@ use crate::protocol::{Protocol, TransportKind};
 
 /// The public id of a connection: 16 random bytes, written as 22 base64url characters, as
 /// ASP.NET Core writes its connection ids.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnectionId(pub u128);
-
-impl ConnectionId {
-    pub fn random() -> ConnectionId {
-        ConnectionId(rand::random())
-    }
-
-    pub fn to_bytes(self) -> [u8; 16] {
-        self.0.to_be_bytes()
-    }
-
-    pub fn from_bytes(bytes: [u8; 16]) -> ConnectionId {
-        ConnectionId(u128::from_be_bytes(bytes))
-    }
-}
-
-impl fmt::Display for ConnectionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut buf = [0u8; 22];
-        let n = URL_SAFE_NO_PAD
-            .encode_slice(self.to_bytes(), &mut buf)
-            .expect("22 bytes hold 16 bytes of base64");
-        f.write_str(std::str::from_utf8(&buf[..n]).expect("base64 is ASCII"))
-    }
-}
-
-impl fmt::Debug for ConnectionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl FromStr for ConnectionId {
-    type Err = ();
-    fn from_str(s: &str) -> Result<ConnectionId, ()> {
-        if s.len() != 22 {
-            return Err(());
-        }
-        let mut buf = [0u8; 18];
-        let n = URL_SAFE_NO_PAD.decode_slice(s, &mut buf).map_err(|_| ())?;
-        if n != 16 {
-            return Err(());
-        }
-        let id = ConnectionId::from_bytes(buf[..16].try_into().expect("16 bytes"));
-        // Reject non-canonical spellings, so that one id has exactly one string form.
-        if id.to_string() != s {
-            return Err(());
-        }
-        Ok(id)
-    }
-}
-
-/// Connection ids are random, so their low bits are already a good hash.
-#[derive(Default)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u128(&mut self, n: u128) {
-        self.0 = n as u64 ^ (n >> 64) as u64;
-    }
-}
-
-pub type IdBuildHasher = BuildHasherDefault<IdHasher>;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// Waiting for the SignalR handshake; not yet in any hub index.
@@ -112,96 +45,6 @@ pub enum Phase {
     Open,
     /// A close was requested; the transport is finishing.
     Closing,
-}
-
-/// The most queued items handed to one vectored write (Linux's IOV_MAX is 1024).
-pub const MAX_SLICES: usize = 64;
-
-/// Wire bytes as queued: shared by every recipient on one shard, and counted without atomic
-/// operations (a broadcast clones this once per recipient).
-pub type Wire = Rc<[u8]>;
-
-/// One queued item: wire bytes and, for published messages, when the publish happened.
-pub struct Queued {
-    pub bytes: Wire,
-    pub published: Option<Instant>,
-    /// A hub message stateful reconnect numbers (types 1 to 5), kept until acknowledged.
-    pub trackable: bool,
-}
-
-/// Stateful reconnect's record of what was sent: trackable messages written and not yet
-/// acknowledged by the client, oldest first, to replay after a reconnect.
-#[derive(Debug, Default)]
-pub struct Replay {
-    items: VecDeque<Wire>,
-    /// The sequence id of `items[0]` (ids start at 1).
-    first: u64,
-    bytes: usize,
-    limit: usize,
-}
-
-impl Replay {
-    pub fn new(limit: usize) -> Replay {
-        Replay {
-            items: VecDeque::new(),
-            first: 1,
-            bytes: 0,
-            limit,
-        }
-    }
-
-    fn push(&mut self, item: Wire) {
-        self.bytes += item.len();
-        self.items.push_back(item);
-    }
-
-    /// Drops everything up to and including `sequence_id`.
-    fn ack(&mut self, sequence_id: u64) {
-        while self.first <= sequence_id {
-            let Some(item) = self.items.pop_front() else {
-                break;
-            };
-            self.bytes -= item.len();
-            self.first += 1;
-        }
-    }
-
-    /// The id a reconnect's Sequence message announces: the oldest unacknowledged message,
-    /// or the next to be sent when all are acknowledged.
-    pub fn first(&self) -> u64 {
-        self.first
-    }
-
-    /// The id the next trackable message sent will have.
-    pub fn next(&self) -> u64 {
-        self.first + self.items.len() as u64
-    }
-
-    pub fn items(&self) -> impl Iterator<Item = &Wire> {
-        self.items.iter()
-    }
-
-    pub fn is_full(&self) -> bool {
-        self.bytes >= self.limit
-    }
-}
-
-#[derive(Default)]
-struct Outbound {
-    queue: VecDeque<Queued>,
-    /// Bytes of the front item already written.
-    front_written: usize,
-    /// Bytes queued and not yet written.
-    bytes: usize,
-}
-
-/// Why a message was not queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
-    /// The connection is closing; the message was dropped.
-    Closing,
-    /// The queue would pass its cap: the connection is now closing as a slow consumer.
-    Overflow,
 }
 
 /// How a connection's queue counts toward its hub's [`Pressure`]: backed up above `high`,
@@ -219,13 +62,6 @@ pub enum Joined {
     Already,
     /// The connection is in as many groups as it may be.
     Full,
-}
-
-/// What a successful write drained from the queue.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Drained {
-    pub bytes: usize,
-    pub messages: usize,
 }
 
 pub struct Connection {
@@ -454,11 +290,7 @@ impl Connection {
     pub fn disconnect(&self, now: Instant) {
         self.disconnected.set(Some(now));
         self.superseded.set(false);
-        // A message the old socket took in part is sent whole on the next one.
-        let mut out = self.outbound.borrow_mut();
-        out.bytes += out.front_written;
-        out.front_written = 0;
-        drop(out);
+        self.outbound.borrow_mut().rewind();
         self.wake();
     }
 
@@ -522,14 +354,11 @@ impl Connection {
     /// closing, for transports that deliver it from the queue.
     pub fn send_final(&self, message: &Encoded) {
         let bytes = self.wire(message);
-        let mut out = self.outbound.borrow_mut();
-        out.bytes += bytes.len();
-        out.queue.push_back(Queued {
+        self.outbound.borrow_mut().push(Queued {
             bytes,
             published: None,
             trackable: false,
         });
-        drop(out);
         self.wake();
     }
 
@@ -568,15 +397,13 @@ impl Connection {
             return Err(Refused::Closing);
         }
         let mut out = self.outbound.borrow_mut();
-        if !out.queue.is_empty() && out.bytes + bytes.len() > self.cap {
+        if !out.fits(bytes.len(), self.cap) {
             drop(out);
             self.request_close(CloseReason::SlowConsumer { cap: self.cap });
             return Err(Refused::Overflow);
         }
-        let was_empty = out.queue.is_empty();
-        out.bytes += bytes.len();
-        let queued = out.bytes;
-        out.queue.push_back(Queued {
+        let was_empty = out.is_empty();
+        let queued = out.push(Queued {
             bytes,
             published,
             trackable,
@@ -690,20 +517,7 @@ impl Connection {
         drop(close);
         self.phase.set(Phase::Closing);
         if !keep_queue {
-            let mut out = self.outbound.borrow_mut();
-            // A partly written front item must still be finished to keep the stream framed.
-            let keep_front = out.front_written > 0;
-            let front = if keep_front {
-                out.queue.pop_front()
-            } else {
-                None
-            };
-            out.queue.clear();
-            out.bytes = 0;
-            if let Some(front) = front {
-                out.bytes = front.bytes.len() - out.front_written;
-                out.queue.push_back(front);
-            }
+            self.outbound.borrow_mut().drop_unstarted();
         }
         self.track_backlog(0, true);
         self.wake();
@@ -719,39 +533,22 @@ impl Connection {
 
     /// Bytes queued and not yet written.
     pub fn queued_bytes(&self) -> usize {
-        self.outbound.borrow().bytes
+        self.outbound.borrow().bytes()
     }
 
     pub fn has_queued(&self) -> bool {
-        !self.outbound.borrow().queue.is_empty()
+        !self.outbound.borrow().is_empty()
     }
 
     /// Calls `write` with the queued bytes, oldest first, as at most [`MAX_SLICES`] slices for
     /// one vectored write, and returns what it returns.
     pub fn with_queued<R>(&self, write: impl FnOnce(&[IoSlice<'_>]) -> R) -> R {
-        let out = self.outbound.borrow();
-        if out.queue.len() == 1 {
-            // The common case of a broadcast: one message, no array to fill.
-            return write(&[IoSlice::new(&out.queue[0].bytes[out.front_written..])]);
-        }
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        let mut n = 0;
-        for (i, item) in out.queue.iter().take(MAX_SLICES).enumerate() {
-            let start = if i == 0 { out.front_written } else { 0 };
-            slices[n] = IoSlice::new(&item.bytes[start..]);
-            n += 1;
-        }
-        write(&slices[..n])
+        self.outbound.borrow().with_slices(write)
     }
 
     /// The queued messages [`Connection::with_queued`] would hand to one write, shared.
     pub fn peek_wires(&self) -> Vec<Wire> {
-        let out = self.outbound.borrow();
-        out.queue
-            .iter()
-            .take(MAX_SLICES)
-            .map(|q| q.bytes.clone())
-            .collect()
+        self.outbound.borrow().peek()
     }
 
     /// Removes `n` written bytes from the front of the queue; calls `on_message` with the
@@ -759,39 +556,20 @@ impl Connection {
     /// `now` is when the bytes were written.
     pub fn consume(
         &self,
-        mut n: usize,
+        n: usize,
         now: Instant,
         mut on_message: impl FnMut(Option<Instant>),
     ) -> Drained {
         let mut out = self.outbound.borrow_mut();
-        let mut drained = Drained {
-            bytes: n,
-            messages: 0,
-        };
-        out.bytes -= n.min(out.bytes);
-        while n > 0 {
-            let Some(front) = out.queue.front() else {
-                drained.bytes -= n;
-                break;
-            };
-            let remaining = front.bytes.len() - out.front_written;
-            if n >= remaining {
-                n -= remaining;
-                let item = out.queue.pop_front().expect("front exists");
-                out.front_written = 0;
-                drained.messages += 1;
-                on_message(item.published);
-                if item.trackable
-                    && let Some(replay) = self.replay.borrow_mut().as_mut()
-                {
-                    replay.push(item.bytes);
-                }
-            } else {
-                out.front_written += n;
-                n = 0;
+        let drained = out.consume(n, |item| {
+            on_message(item.published);
+            if item.trackable
+                && let Some(replay) = self.replay.borrow_mut().as_mut()
+            {
+                replay.push(item.bytes);
             }
-        }
-        let queued = out.bytes;
+        });
+        let queued = out.bytes();
         drop(out);
         if drained.bytes > 0 {
             self.last_sent.set(now);
@@ -936,24 +714,6 @@ mod tests {
             TransportKind::WebSockets,
             cap,
         )
-    }
-
-    #[test]
-    fn ids_round_trip_and_reject_garbage() {
-        let id = ConnectionId::random();
-        let s = id.to_string();
-        assert_eq!(s.len(), 22);
-        assert_eq!(s.parse::<ConnectionId>(), Ok(id));
-        assert!("short".parse::<ConnectionId>().is_err());
-        assert!("!!!!!!!!!!!!!!!!!!!!!!".parse::<ConnectionId>().is_err());
-        // The last character carries 4 unused bits: only the canonical spelling is accepted.
-        let mut other = s.clone();
-        let last = other.pop().unwrap();
-        let alt = if last == 'A' { 'B' } else { 'A' };
-        other.push(alt);
-        if let Ok(parsed) = other.parse::<ConnectionId>() {
-            assert_ne!(parsed, id);
-        }
     }
 
     #[test]
