@@ -7,10 +7,13 @@
 //! long polling frame themselves); whichever transport serves it drains the queue, and an HTTP
 //! transport's own state hangs on it as an [`Attachment`].
 
+mod flow;
 mod id;
 pub mod outbound;
+mod reconnect;
 mod replay;
 
+use self::flow::Watch;
 pub use self::id::{ConnectionId, IdBuildHasher, IdHasher};
 use self::outbound::Outbound;
 pub use self::outbound::{Drained, MAX_SLICES, Queued, Refused, Wire};
@@ -29,7 +32,6 @@ use bytes::Bytes;
 use std::rc::Rc;
 
 use super::definition::HubId;
-use super::node::Pressure;
 use super::outgoing::Encoded;
 use crate::fault::CloseReason;
 use crate::metrics::Pause;
@@ -45,14 +47,6 @@ pub enum Phase {
     Open,
     /// A close was requested; the transport is finishing.
     Closing,
-}
-
-/// How a connection's queue counts toward its hub's [`Pressure`]: backed up above `high`,
-/// drained at `low`.
-struct Watch {
-    pressure: Arc<Pressure>,
-    high: usize,
-    low: usize,
 }
 
 /// What a join did.
@@ -207,120 +201,6 @@ impl Connection {
         }
     }
 
-    /// Records that negotiate agreed to stateful reconnect for this connection.
-    pub fn allow_stateful(&self) {
-        self.may_be_stateful
-            .set(self.transport == TransportKind::WebSockets);
-    }
-
-    pub fn may_be_stateful(&self) -> bool {
-        self.may_be_stateful.get()
-    }
-
-    /// Turns stateful reconnect on (a version 2 handshake on a connection that negotiated
-    /// it), keeping up to `limit` bytes of unacknowledged messages.
-    pub fn enable_replay(&self, limit: usize) {
-        *self.replay.borrow_mut() = Some(Replay::new(limit));
-    }
-
-    pub fn is_stateful(&self) -> bool {
-        self.replay.borrow().is_some()
-    }
-
-    /// Whether unacknowledged messages fill the replay buffer: the transport stops writing
-    /// until the client acknowledges (and the queue behind closes a client that never does).
-    pub fn replay_full(&self) -> bool {
-        self.replay.borrow().as_ref().is_some_and(Replay::is_full)
-    }
-
-    /// The client acknowledged everything up to `sequence_id`.
-    pub fn ack(&self, sequence_id: u64) {
-        if let Some(replay) = self.replay.borrow_mut().as_mut() {
-            replay.ack(sequence_id);
-        }
-        self.wake();
-    }
-
-    /// Calls `f` with the replay buffer (stateful connections only).
-    pub fn with_replay<R>(&self, f: impl FnOnce(&Replay) -> R) -> Option<R> {
-        self.replay.borrow().as_ref().map(f)
-    }
-
-    /// Counts a trackable message received; false if it is a duplicate to drop (after a
-    /// reconnect) or arrives before the client's Sequence message.
-    pub fn receive_trackable(&self) -> bool {
-        if self.awaiting_sequence.get() {
-            return false;
-        }
-        if self.skip.get() > 0 {
-            self.skip.set(self.skip.get() - 1);
-            return false;
-        }
-        self.received.set(self.received.get() + 1);
-        true
-    }
-
-    /// The client's Sequence message after a reconnect: its next message has `sequence_id`.
-    /// An id past what was received is fatal.
-    pub fn client_sequence(&self, sequence_id: u64) -> Result<(), u64> {
-        let next = self.received.get() + 1;
-        if sequence_id > next {
-            return Err(next);
-        }
-        self.awaiting_sequence.set(false);
-        self.skip.set(next - sequence_id);
-        Ok(())
-    }
-
-    /// Whether messages arriving now are ignored until the client's Sequence message.
-    pub fn awaiting_sequence(&self) -> bool {
-        self.awaiting_sequence.get()
-    }
-
-    /// The Ack due to the client, if it has sent messages since the last one.
-    pub fn ack_due(&self) -> Option<u64> {
-        let received = self.received.get();
-        (self.is_stateful() && received > self.acked_received.get()).then(|| {
-            self.acked_received.set(received);
-            received
-        })
-    }
-
-    /// The transport went away; the connection waits for a reconnect.
-    pub fn disconnect(&self, now: Instant) {
-        self.disconnected.set(Some(now));
-        self.superseded.set(false);
-        self.outbound.borrow_mut().rewind();
-        self.wake();
-    }
-
-    /// No more waiting for the client: the connection is being taken down.
-    pub fn stop_waiting(&self) {
-        self.disconnected.set(None);
-    }
-
-    pub fn disconnected_since(&self) -> Option<Instant> {
-        self.disconnected.get()
-    }
-
-    /// A transport took the connection back after a reconnect: the client's next messages
-    /// start with its Sequence message.
-    pub fn resume(&self, now: Instant) {
-        self.disconnected.set(None);
-        self.awaiting_sequence.set(true);
-        self.last_received.set(now);
-    }
-
-    /// Asks the current transport to let go (a reconnect arrived while it still runs).
-    pub fn supersede(&self) {
-        self.superseded.set(true);
-        self.wake();
-    }
-
-    pub fn is_superseded(&self) -> bool {
-        self.superseded.get()
-    }
-
     /// Whether the handshake succeeded (so a Close message is due when it ends).
     pub fn was_opened(&self) -> bool {
         self.opened.get()
@@ -415,89 +295,6 @@ impl Connection {
             self.wake();
         }
         Ok(())
-    }
-
-    /// Joins its hub's pressure: from now on a backed-up queue holds back the hub's
-    /// publishers. `high` and `low` are the watermarks.
-    pub fn watch(&self, pressure: Arc<Pressure>, high: usize, low: usize) {
-        let _ = self.watch.set(Watch {
-            pressure,
-            high,
-            low,
-        });
-        self.track_backlog(self.queued_bytes(), self.is_closing());
-    }
-
-    /// Notes whether the queue, now `queued` bytes, is backed up (a `closing` connection
-    /// never is: it holds nobody back).
-    fn track_backlog(&self, queued: usize, closing: bool) {
-        let Some(watch) = self.watch.get() else {
-            return;
-        };
-        let backed_up = self.backed_up.get();
-        if !backed_up && queued > watch.high && !closing {
-            self.backed_up.set(true);
-            watch.pressure.rise();
-        } else if backed_up && (queued <= watch.low || closing) {
-            self.backed_up.set(false);
-            watch.pressure.fall();
-        }
-    }
-
-    /// Whether the queue is backed up: above the high watermark, and not yet drained to the
-    /// low one.
-    pub fn is_backed_up(&self) -> bool {
-        self.backed_up.get()
-    }
-
-    /// Backed-up connections of the hub other than this one.
-    pub fn others_backed_up(&self) -> usize {
-        self.watch.get().map_or(0, |w| {
-            w.pressure.backed_up() - usize::from(self.backed_up.get())
-        })
-    }
-
-    /// Wakes this connection's reader when a backed-up connection of the hub drains.
-    pub fn wait_for_recipients(&self, waker: &Waker) {
-        if let Some(w) = self.watch.get() {
-            w.pressure.wait(waker);
-        }
-    }
-
-    /// The connection published to other connections.
-    pub fn mark_published(&self) {
-        self.published.set(true);
-    }
-
-    /// Whether it published since Herald last looked (without looking).
-    pub fn has_published(&self) -> bool {
-        self.published.get()
-    }
-
-    /// Whether it published since the last call.
-    pub fn take_published(&self) -> bool {
-        self.published.replace(false)
-    }
-
-    /// The hub's backed-up connections' progress so far (see [`Pressure::progress`]).
-    pub fn recipient_progress_count(&self) -> u64 {
-        self.watch.get().map_or(0, |w| w.pressure.progress())
-    }
-
-    pub fn recipient_progress(&self) -> Option<(Instant, u64)> {
-        self.recipient_progress.get()
-    }
-
-    pub fn set_recipient_progress(&self, progress: Option<(Instant, u64)>) {
-        self.recipient_progress.set(progress);
-    }
-
-    pub fn pressure_exempt(&self) -> Option<u64> {
-        self.pressure_exempt.get()
-    }
-
-    pub fn set_pressure_exempt(&self, exempt: Option<u64>) {
-        self.pressure_exempt.set(exempt);
     }
 
     /// Asks the transport to close the connection. The first reason wins. Unless the reason
