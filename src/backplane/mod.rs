@@ -1,9 +1,12 @@
 //! The backplane: how the nodes of a cluster share what each must see — publishes, group and
 //! user membership changes, closes, presence and counts.
 //!
-//! Two implementations sit behind [`crate::hub::Node::cluster`]: `local` (one node: there is
-//! no cluster, and nothing leaves the process) and `redis`, this module's [`Cluster`], which
-//! carries [`envelope::Envelope`]s over Redis Streams.
+//! The hub defines what it needs of the other nodes as one interface,
+//! [`crate::hub::Backplane`], with two implementations: `local` ([`crate::hub::backplane::Local`]:
+//! one node, nothing leaves the process) and `redis`, this module's [`Cluster`]
+//! ([`redis`]), which carries [`envelope::Envelope`]s over Redis Streams and applies what
+//! other nodes send ([`inbound`]) through the node's shard inboxes. The composition root
+//! (`runtime`) picks one from `cluster.backplane` and starts its links.
 //!
 //! The hot path never waits for Redis: a shard delivers a publish to its own node at once and
 //! drops a copy in the [`outbox::Outbox`] (a mutex held for a push); one writer task per Redis

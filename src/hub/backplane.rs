@@ -1,11 +1,12 @@
 //! The `Backplane` interface: everything the hub tells the other nodes of a cluster, and asks
-//! of them (DESIGN.md §8). Two implementations: [`Local`], for a node alone (nothing leaves the
-//! process), and `redis` ([`crate::backplane::Cluster`], over Redis Streams).
+//! of them. Two implementations: [`Local`], for a node alone (nothing leaves the process), and
+//! `redis` (the `backplane` module's `Cluster`, over Redis Streams), chosen by the composition
+//! root (`runtime`) from `cluster.backplane`.
 //!
-//! The hub owns the interface and the backplane implements it, so the dependency runs one way
-//! (`backplane` → `hub`). Hub code calls it unconditionally: whether a node is alone is the
-//! implementation's business, not a branch at every call site. One call per publish, never per
-//! recipient.
+//! The hub owns the interface and the `backplane` module implements it, so the dependency runs
+//! one way (`backplane` → `hub`). Hub code calls it unconditionally: whether a node is alone is
+//! the implementation's business, not a branch at every call site. One call per publish, never
+//! per recipient.
 
 use std::future::Future;
 use std::pin::Pin;

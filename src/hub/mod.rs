@@ -1,7 +1,11 @@
-//! The hub: hub definitions, connections, per-shard indexes, the dispatcher and fan-out.
+//! The hub: hub definitions, connections, per-shard indexes, the dispatcher, presence and
+//! fan-out; the node (what every shard shares) and the shards; the [`Backplane`] interface
+//! through which the hub reaches the other nodes of a cluster.
 //!
 //! Hub logic is transport-free: it works on connection ids and messages, and a publish is
-//! encoded once per protocol and handed to every shard through its inbox.
+//! encoded once per protocol and handed to every shard through its inbox. Membership changes,
+//! closes and existence checks are [`Shard`] methods, which the dispatcher and the REST API
+//! call alike.
 
 pub(crate) mod backplane;
 pub mod connection;

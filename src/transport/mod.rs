@@ -1,6 +1,8 @@
-//! Transports: how a client's bytes reach the hub and back. HTTP routing, negotiate and the
-//! connection token live here; a transport only moves bytes between a socket and a
-//! connection's session (inbound) and queue (outbound).
+//! Transports: how a client's bytes reach the hub and back. HTTP routing, negotiate, the
+//! connection token and TLS live here; a transport only moves bytes between a socket and a
+//! connection's session (inbound) and queue (outbound). WebSockets hold their socket; Server-
+//! Sent Events and long polling serve a connection over several requests, whose state
+//! ([`http_conn`]) hangs on the connection, and take what clients send in POSTs ([`post`]).
 
 pub mod connection_token;
 pub(crate) mod endpoint;
