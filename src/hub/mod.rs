@@ -8,6 +8,7 @@
 //! call alike.
 
 pub(crate) mod backplane;
+mod calls;
 pub mod connection;
 pub(crate) mod definition;
 pub(crate) mod dispatch;
