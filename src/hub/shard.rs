@@ -769,7 +769,16 @@ pub(crate) mod testing {
 
     /// A node of `shards` shards living on the current thread, with their inboxes served.
     pub fn node(shards: usize, config: Config) -> Vec<Rc<Shard>> {
-        let node = Node::new(config, shards, "test");
+        node_with(shards, config, Arc::new(crate::hub::backplane::Local))
+    }
+
+    /// [`node`], with `backplane` for the other nodes of its cluster.
+    pub fn node_with(
+        shards: usize,
+        config: Config,
+        backplane: Arc<dyn crate::hub::Backplane>,
+    ) -> Vec<Rc<Shard>> {
+        let node = Node::with_backplane(config, shards, "test", backplane);
         (0..shards)
             .map(|i| {
                 let shard = Shard::new(i, node.clone());
