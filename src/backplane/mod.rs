@@ -2,14 +2,14 @@
 //! user membership changes, closes, presence and counts.
 //!
 //! The hub defines what it needs of the other nodes as one interface,
-//! [`crate::hub::Backplane`], with two implementations: `local` ([`crate::hub::backplane::Local`]:
+//! [`crate::hub::Backplane`], with two implementations: `local` (`hub::backplane::Local`:
 //! one node, nothing leaves the process) and `redis`, this module's [`Cluster`]
-//! ([`redis`]), which carries [`envelope::Envelope`]s over Redis Streams and applies what
-//! other nodes send ([`inbound`]) through the node's shard inboxes. The composition root
+//! (`redis`), which carries [`envelope::Envelope`]s over Redis Streams and applies what
+//! other nodes send (`inbound`) through the node's shard inboxes. The composition root
 //! (`runtime`) picks one from `cluster.backplane` and starts its links.
 //!
 //! The hot path never waits for Redis: a shard delivers a publish to its own node at once and
-//! drops a copy in the [`outbox::Outbox`] (a mutex held for a push); one writer task per Redis
+//! drops a copy in the `outbox::Outbox` (a mutex held for a push); one writer task per Redis
 //! server drains it in pipelined batches. One reader task per Redis server reads every
 //! partition stream it holds with a blocking `XREAD` from the last id it has seen, skips its
 //! own node's entries, drops duplicates and hands the rest to the shards' inboxes.

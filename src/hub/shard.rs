@@ -83,7 +83,7 @@ impl Shard {
     }
 
     /// Whether this message's publish→write latency is recorded: one in
-    /// [`LATENCY_SAMPLE_EVERY`], so the clock is read once per so many deliveries.
+    /// `LATENCY_SAMPLE_EVERY`, so the clock is read once per so many deliveries.
     pub fn sample_latency(&self) -> bool {
         let n = self.writes.get().wrapping_add(1);
         self.writes.set(n);

@@ -2,7 +2,7 @@
 //! connection token and TLS live here; a transport only moves bytes between a socket and a
 //! connection's session (inbound) and queue (outbound). WebSockets hold their socket; Server-
 //! Sent Events and long polling serve a connection over several requests, whose state
-//! ([`http_conn`]) hangs on the connection, and take what clients send in POSTs ([`post`]).
+//! (`http_conn`) hangs on the connection, and take what clients send in POSTs (`post`).
 
 pub mod connection_token;
 pub(crate) mod endpoint;

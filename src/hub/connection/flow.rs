@@ -80,7 +80,7 @@ impl Connection {
         self.published.replace(false)
     }
 
-    /// The hub's backed-up connections' progress so far (see [`Pressure::progress`]).
+    /// The hub's backed-up connections' progress so far (see `Pressure::progress`).
     pub fn recipient_progress_count(&self) -> u64 {
         self.watch.get().map_or(0, |w| w.pressure.progress())
     }

@@ -1,5 +1,5 @@
 //! A client connection as the hub sees it: identity, groups, phase, flow control and a
-//! bounded outbound queue ([`outbound`]), with stateful reconnect's [`replay`] buffer.
+//! bounded outbound queue ([`outbound`]), with stateful reconnect's `replay` buffer.
 //!
 //! A `Connection` lives on the shard that owns it and is shared only within that thread
 //! (`Rc`), so nothing here locks. It knows its transport's kind only to choose the wire form
