@@ -581,10 +581,6 @@ impl Cluster {
 /// The `redis` implementation of the hub's [`Backplane`]: changes become envelopes on the
 /// partition of their target, questions wait for every node's answer.
 impl Backplane for Cluster {
-    fn kind(&self) -> &'static str {
-        "redis"
-    }
-
     fn publish(&self, publish: &Publish) {
         Cluster::publish(self, publish);
     }

@@ -18,14 +18,12 @@ use super::definition::HubId;
 use super::index::Target;
 use super::node::{ClaimError, Publish, Query};
 
-/// A future the backplane answers on its own runtime.
+/// An answer the backplane gives once the other nodes have (boxed: the interface is used as a
+/// trait object).
 pub type Answer<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What the hub needs of the other nodes of its cluster.
 pub trait Backplane: Send + Sync {
-    /// `"local"` or `"redis"`, for the logs and `/readyz`.
-    fn kind(&self) -> &'static str;
-
     /// A publish made on this node, for the recipients on the others.
     fn publish(&self, publish: &Publish);
 
@@ -105,9 +103,6 @@ pub trait Backplane: Send + Sync {
 pub struct Local;
 
 impl Backplane for Local {
-    fn kind(&self) -> &'static str {
-        "local"
-    }
     fn publish(&self, _: &Publish) {}
     fn close(&self, _: HubId, _: &Target, _: &[ConnectionId], _: Option<String>) {}
     fn join(&self, _: HubId, _: ConnectionId, _: &str) {}

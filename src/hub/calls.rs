@@ -163,9 +163,6 @@ mod tests {
     }
 
     impl Backplane for Recorder {
-        fn kind(&self) -> &'static str {
-            "recorder"
-        }
         fn publish(&self, p: &Publish) {
             self.note(format!("publish {:?}", p.target));
         }
