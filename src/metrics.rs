@@ -13,8 +13,7 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 
 use crate::fault::{CloseReason, HttpFault};
-use crate::hub::connection::{Pause, TransportKind};
-use crate::hub::definition::Hubs;
+use crate::protocol::TransportKind;
 
 /// Latencies are recorded in microseconds, from 1 µs to 10 minutes, to 2 significant digits.
 fn empty_histogram() -> Histogram<u64> {
@@ -104,6 +103,35 @@ impl TlsFailure {
             TlsFailure::Timeout => "timeout",
             TlsFailure::PlainHttp => "plain_http",
         }
+    }
+}
+
+/// Why Herald stopped reading from a client (see `transport::inflow`): the
+/// label of the input-pause metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    /// Its own outbound queue is backed up.
+    Outbound,
+    /// The node's budget for unfinished messages is spent, and it holds one.
+    Budget,
+    /// It publishes, and recipients in its hub are backed up (for a bounded time).
+    Recipients,
+}
+
+impl Pause {
+    pub const ALL: [Pause; 3] = [Pause::Outbound, Pause::Budget, Pause::Recipients];
+
+    /// The label in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pause::Outbound => "outbound",
+            Pause::Budget => "input_budget",
+            Pause::Recipients => "recipients",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -327,8 +355,9 @@ impl Snapshot {
         }
     }
 
-    /// Renders the Prometheus text exposition format (version 0.0.4).
-    pub fn render(&self, hubs: &Hubs, io: &str, shards: usize, uptime_secs: f64) -> String {
+    /// Renders the Prometheus text exposition format (version 0.0.4). `hubs` are the hub
+    /// names, in hub id order (the order of the per-hub values).
+    pub fn render(&self, hubs: &[&str], io: &str, shards: usize, uptime_secs: f64) -> String {
         let mut out = String::with_capacity(4096);
         let o = &mut out;
         header(
@@ -357,13 +386,13 @@ impl Snapshot {
             "gauge",
             "Open connections, by hub and transport.",
         );
-        for hub in &hubs.list {
+        for (id, hub) in hubs.iter().enumerate() {
             for (t, transport) in TransportKind::ALL.iter().enumerate() {
-                let i = hub.id as usize * TransportKind::ALL.len() + t;
+                let i = id * TransportKind::ALL.len() + t;
                 let _ = writeln!(
                     o,
                     "herald_connections{{hub=\"{}\",transport=\"{}\"}} {}",
-                    hub.name,
+                    hub,
                     transport.name(),
                     self.connections.get(i).copied().unwrap_or(0)
                 );
@@ -577,14 +606,10 @@ fn counter(o: &mut String, name: &str, help: &str, value: u64) {
     let _ = writeln!(o, "{name} {value}");
 }
 
-fn per_hub(o: &mut String, hubs: &Hubs, name: &str, help: &str, values: &[u64]) {
+fn per_hub(o: &mut String, hubs: &[&str], name: &str, help: &str, values: &[u64]) {
     header(o, name, "counter", help);
-    for hub in &hubs.list {
-        let _ = writeln!(
-            o,
-            "{name}{{hub=\"{}\"}} {}",
-            hub.name, values[hub.id as usize]
-        );
+    for (id, hub) in hubs.iter().enumerate() {
+        let _ = writeln!(o, "{name}{{hub=\"{hub}\"}} {}", values[id]);
     }
 }
 
@@ -604,11 +629,10 @@ fn per_pause(o: &mut String, name: &str, kind: &str, help: &str, value: impl Fn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
     #[test]
     fn renders_merged_shards() {
-        let hubs = Hubs::from_config(&Config::embedded());
+        let hubs = ["chat"];
         let a = ShardMetrics::new(hubs.len());
         let b = ShardMetrics::new(hubs.len());
         a.message_in(0);

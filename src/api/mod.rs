@@ -2,9 +2,9 @@
 //! paths (`/api/hubs/{hub}/…`) and the older `/api/v1/hubs/{hub}/…` paths, so the Azure
 //! Management SDK, Functions bindings and plain `curl` can drive Herald.
 //!
-//! Every operation is translated into shard messages: sends become publishes (the same path a
-//! hub invocation takes), membership and close requests go to the shard that owns the
-//! connection, or to every shard for hub, group and user targets.
+//! Every operation is a hub call: sends become publishes (the same path a hub invocation
+//! takes), membership changes, closes and existence checks are the shard's methods, which
+//! reach the owning shard, every shard, and the other nodes through the backplane.
 
 pub mod auth;
 
@@ -16,13 +16,12 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::Value as Json;
 
-use crate::backplane::envelope::Body as ClusterMsg;
-use crate::fault::{CloseReason, HttpFault};
+use crate::fault::HttpFault;
 use crate::hub::definition::HubDef;
 use crate::hub::dispatch::MAX_GROUP_NAME;
-use crate::hub::{ConnectionId, Outgoing, Publish, Query, Shard, ShardMsg, Target};
+use crate::hub::{ConnectionId, Outgoing, Publish, Query, Shard, Target};
 use crate::protocol::Value;
-use crate::transport::http::{Body, decode_segment, query_param, query_params, read_body, status};
+use crate::web::{Body, decode_segment, full, query_param, query_params, read_body, status};
 
 /// This API's OpenAPI description, served at `/api/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -74,7 +73,7 @@ pub async fn handle(
                 allow: "GET, HEAD".into(),
             });
         }
-        let mut response = Response::new(crate::transport::http::full(OPENAPI));
+        let mut response = Response::new(full(OPENAPI));
         response.headers_mut().insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/json"),
@@ -109,246 +108,180 @@ pub async fn handle(
         .find(&hub_key)
         .ok_or(HttpFault::UnknownHub(hub_key.clone()))?
         .clone();
-    let excluded: Arc<Vec<ConnectionId>> = Arc::new(
-        query_params(query.as_deref(), "excluded")
-            .iter()
-            .filter_map(|id| id.parse().ok())
-            .collect(),
-    );
-    let accepted = if version == Version::V1 {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
+    let call = Call {
+        shard,
+        hub,
+        version,
+        query,
     };
-    match op {
-        Op::Health => unreachable!("answered above"),
-        Op::Send(target) => {
-            let target = checked_target(shard, &hub, target)?;
-            let limit = shard.node.config.server.max_request_body_bytes;
-            let body = read_body(shard, req.into_body(), limit).await?;
-            let message = payload_message(&body)?;
-            shard
-                .publish(Publish {
-                    hub: hub.id,
-                    target,
-                    excluded: excluded.to_vec(),
-                    message,
-                    created: Instant::now(),
-                })
-                .await;
-            Ok(status(StatusCode::ACCEPTED))
-        }
-        Op::Close(target) => {
-            let target = checked_target(shard, &hub, target)?;
-            let text = query_param(query.as_deref(), "reason").map(|r| r.into_owned());
-            if let Some(cluster) = &shard.node.cluster {
-                cluster.close(hub.id, &target, &excluded, text.clone());
-            }
-            let reason = CloseReason::ClosedByServer(text);
-            shard
-                .to_all(|| ShardMsg::Close {
-                    hub: hub.id,
-                    target: target.clone(),
-                    excluded: excluded.clone(),
-                    reason: reason.clone(),
-                })
-                .await;
-            Ok(status(if version == Version::V1 {
-                StatusCode::ACCEPTED
-            } else {
-                StatusCode::NO_CONTENT
-            }))
-        }
-        Op::ConnectionExists(conn) => {
-            connection(shard, &hub, &conn)?;
-            Ok(status(StatusCode::OK))
-        }
-        Op::CloseConnection(conn) => {
-            let id = connection(shard, &hub, &conn)?;
-            let text = query_param(query.as_deref(), "reason").map(|r| r.into_owned());
-            let local = shard
-                .to_owner(
-                    id,
-                    ShardMsg::Close {
-                        hub: hub.id,
-                        target: Target::Connection(id),
-                        excluded: Arc::new(Vec::new()),
-                        reason: CloseReason::ClosedByServer(text.clone()),
-                    },
-                )
-                .await;
-            if !local && let Some(cluster) = &shard.node.cluster {
-                cluster.close(hub.id, &Target::Connection(id), &[], text);
-            }
-            Ok(status(accepted))
-        }
-        Op::LeaveAllGroups(conn) => {
-            let id = connection(shard, &hub, &conn)?;
-            if !shard.to_owner(id, ShardMsg::LeaveAll { conn: id }).await
-                && let Some(cluster) = &shard.node.cluster
-            {
-                let body = ClusterMsg::LeaveAll {
-                    hub: cluster.hub_string(hub.id),
-                    conn: id.0,
-                };
-                cluster.to_connection(hub.id, id, body);
-            }
-            Ok(status(accepted))
-        }
-        Op::GroupExists(group) => exists(
-            shard
-                .query(Query::GroupExists {
-                    hub: hub.id,
-                    group: group_name(&group)?,
-                })
-                .await,
-            || HttpFault::GroupNotFound(group),
-        ),
-        Op::UserExists(user) => exists(
-            shard
-                .query(Query::UserExists {
-                    hub: hub.id,
-                    user: user_id(&user)?,
-                })
-                .await,
-            || HttpFault::UserNotFound(user),
-        ),
-        Op::AddToGroup { group, conn } | Op::RemoveFromGroup { group, conn } => {
-            let add = method == Method::PUT;
-            let group = group_name(&group)?;
-            let id = connection(shard, &hub, &conn)?;
-            let msg = if add {
-                ShardMsg::Join {
-                    conn: id,
-                    group: group.clone(),
-                }
-            } else {
-                ShardMsg::Leave {
-                    conn: id,
-                    group: group.clone(),
-                }
-            };
-            if !shard.to_owner(id, msg).await
-                && let Some(cluster) = &shard.node.cluster
-            {
-                let (hub_name, conn, group) = (cluster.hub_string(hub.id), id.0, group.to_string());
-                let body = if add {
-                    ClusterMsg::Join {
-                        hub: hub_name,
-                        conn,
-                        group,
-                    }
-                } else {
-                    ClusterMsg::Leave {
-                        hub: hub_name,
-                        conn,
-                        group,
-                    }
-                };
-                cluster.to_connection(hub.id, id, body);
-            }
-            Ok(status(accepted))
-        }
-        Op::UserInGroup { user, group } => exists(
-            shard
-                .query(Query::UserInGroup {
-                    hub: hub.id,
-                    user: user_id(&user)?,
-                    group: group_name(&group)?,
-                })
-                .await,
-            || HttpFault::UserNotInGroup(user, group),
-        ),
-        Op::AddUserToGroup { user, group } => {
-            let (user, group) = (user_id(&user)?, group_name(&group)?);
-            let until = match query_param(query.as_deref(), "ttl") {
-                None => Some(Instant::now() + DEFAULT_USER_GROUP_TTL),
-                Some(ttl) => match ttl.parse::<u64>() {
-                    Ok(0) => None,
-                    Ok(secs) => Some(
-                        Instant::now()
-                            + Duration::from_secs(secs.min(DEFAULT_USER_GROUP_TTL.as_secs())),
-                    ),
-                    Err(_) => {
-                        return Err(HttpFault::InvalidParameter(
-                            "ttl",
-                            format!("`{ttl}` is not a number of seconds"),
-                        ));
-                    }
-                },
-            };
-            if until.is_some() {
+    call.run(op, req).await
+}
+
+/// One REST operation on one hub, once routed and authorized.
+struct Call<'a> {
+    shard: &'a Rc<Shard>,
+    hub: HubDef,
+    version: Version,
+    /// The request's query string.
+    query: Option<String>,
+}
+
+impl Call<'_> {
+    async fn run(self, op: Op, req: Request<Incoming>) -> Result<Response<Body>, HttpFault> {
+        let (shard, hub) = (self.shard, self.hub.id);
+        match op {
+            Op::Health => Ok(status(StatusCode::OK)),
+            Op::Send(target) => self.send(target, req).await,
+            Op::Close(target) => {
+                let target = checked_target(shard, &self.hub, target)?;
                 shard
-                    .user_group_allowed(hub.id, &user, &group)
-                    .map_err(HttpFault::MembershipLimit)?;
+                    .close(hub, target, self.excluded(), self.reason())
+                    .await;
+                Ok(self.removed())
             }
-            if let Some(cluster) = &shard.node.cluster {
-                let until_ms = until.map(|until| {
-                    let left = until.saturating_duration_since(Instant::now());
-                    crate::backplane::unix_us() / 1000 + left.as_millis() as u64
-                });
-                let body = ClusterMsg::AddUserToGroup {
-                    hub: cluster.hub_string(hub.id),
-                    user: user.to_string(),
-                    group: group.to_string(),
-                    until_ms,
-                };
-                cluster.to_user(hub.id, &user, body);
+            Op::ConnectionExists(conn) => {
+                connection(shard, &self.hub, &conn)?;
+                Ok(status(StatusCode::OK))
             }
-            shard
-                .to_all(|| ShardMsg::AddUserToGroup {
-                    hub: hub.id,
-                    user: user.clone(),
-                    group: group.clone(),
-                    until,
+            Op::CloseConnection(conn) => {
+                let id = connection(shard, &self.hub, &conn)?;
+                let target = Target::Connection(id);
+                shard
+                    .close(hub, target, Arc::default(), self.reason())
+                    .await;
+                Ok(self.accepted())
+            }
+            Op::LeaveAllGroups(conn) => {
+                let id = connection(shard, &self.hub, &conn)?;
+                shard.leave_all_groups(hub, id).await;
+                Ok(self.accepted())
+            }
+            Op::AddToGroup { group, conn } => {
+                let group = group_name(&group)?;
+                let id = connection(shard, &self.hub, &conn)?;
+                shard.add_to_group(hub, id, group).await;
+                Ok(self.accepted())
+            }
+            Op::RemoveFromGroup { group, conn } => {
+                let group = group_name(&group)?;
+                let id = connection(shard, &self.hub, &conn)?;
+                shard.remove_from_group(hub, id, group).await;
+                Ok(self.accepted())
+            }
+            Op::GroupExists(name) => {
+                let group = group_name(&name)?;
+                exists(shard.query(Query::GroupExists { hub, group }).await, || {
+                    HttpFault::GroupNotFound(name)
                 })
-                .await;
-            Ok(status(accepted))
-        }
-        Op::RemoveUserFromGroup { user, group } => {
-            let (user, group) = (user_id(&user)?, group_name(&group)?);
-            if let Some(cluster) = &shard.node.cluster {
-                let body = ClusterMsg::RemoveUserFromGroup {
-                    hub: cluster.hub_string(hub.id),
-                    user: user.to_string(),
-                    group: group.to_string(),
-                };
-                cluster.to_user(hub.id, &user, body);
             }
-            shard
-                .to_all(|| ShardMsg::RemoveUserFromGroup {
-                    hub: hub.id,
-                    user: user.clone(),
-                    group: group.clone(),
+            Op::UserExists(name) => {
+                let user = user_id(&name)?;
+                exists(shard.query(Query::UserExists { hub, user }).await, || {
+                    HttpFault::UserNotFound(name)
                 })
-                .await;
-            Ok(status(if version == Version::V1 {
-                StatusCode::ACCEPTED
-            } else {
-                StatusCode::NO_CONTENT
-            }))
-        }
-        Op::RemoveUserFromAllGroups(user) => {
-            let user = user_id(&user)?;
-            if let Some(cluster) = &shard.node.cluster {
-                let body = ClusterMsg::RemoveUserFromAllGroups {
-                    hub: cluster.hub_string(hub.id),
-                    user: user.to_string(),
-                };
-                cluster.to_user(hub.id, &user, body);
             }
-            shard
-                .to_all(|| ShardMsg::RemoveUserFromAllGroups {
-                    hub: hub.id,
-                    user: user.clone(),
-                })
-                .await;
-            Ok(status(if version == Version::V1 {
-                StatusCode::ACCEPTED
-            } else {
-                StatusCode::NO_CONTENT
-            }))
+            Op::UserInGroup { user: u, group: g } => {
+                let (user, group) = (user_id(&u)?, group_name(&g)?);
+                exists(
+                    shard.query(Query::UserInGroup { hub, user, group }).await,
+                    || HttpFault::UserNotInGroup(u, g),
+                )
+            }
+            Op::AddUserToGroup { user, group } => {
+                let (user, group) = (user_id(&user)?, group_name(&group)?);
+                let until = self.until()?;
+                if until.is_some() {
+                    shard
+                        .user_group_allowed(hub, &user, &group)
+                        .map_err(HttpFault::MembershipLimit)?;
+                }
+                shard.add_user_to_group(hub, user, group, until).await;
+                Ok(self.accepted())
+            }
+            Op::RemoveUserFromGroup { user, group } => {
+                let (user, group) = (user_id(&user)?, group_name(&group)?);
+                shard.remove_user_from_group(hub, user, group).await;
+                Ok(self.removed())
+            }
+            Op::RemoveUserFromAllGroups(user) => {
+                let user = user_id(&user)?;
+                shard.remove_user_from_all_groups(hub, user).await;
+                Ok(self.removed())
+            }
         }
+    }
+
+    /// A send: the body's `PayloadMessage`, published as a hub invocation's would be.
+    async fn send(
+        &self,
+        target: Target,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, HttpFault> {
+        let shard = self.shard;
+        let target = checked_target(shard, &self.hub, target)?;
+        let server = &shard.node.config.server;
+        let timeout = Duration::from_millis(server.body_timeout_ms);
+        let body = read_body(req.into_body(), server.max_request_body_bytes, timeout).await?;
+        let message = payload_message(&body)?;
+        shard
+            .publish(Publish {
+                hub: self.hub.id,
+                target,
+                excluded: self.excluded().to_vec(),
+                message,
+                created: Instant::now(),
+            })
+            .await;
+        Ok(status(StatusCode::ACCEPTED))
+    }
+
+    /// The connections the `excluded` parameters name.
+    fn excluded(&self) -> Arc<Vec<ConnectionId>> {
+        Arc::new(
+            query_params(self.query.as_deref(), "excluded")
+                .iter()
+                .filter_map(|id| id.parse().ok())
+                .collect(),
+        )
+    }
+
+    /// The `reason` parameter of a close.
+    fn reason(&self) -> Option<String> {
+        query_param(self.query.as_deref(), "reason").map(|r| r.into_owned())
+    }
+
+    /// Until when a user joins a group: the `ttl` parameter in seconds (0: only while it has
+    /// connections), a year when it is absent, as Azure SignalR Service does.
+    fn until(&self) -> Result<Option<Instant>, HttpFault> {
+        let Some(ttl) = query_param(self.query.as_deref(), "ttl") else {
+            return Ok(Some(Instant::now() + DEFAULT_USER_GROUP_TTL));
+        };
+        match ttl.parse::<u64>() {
+            Ok(0) => Ok(None),
+            Ok(secs) => Ok(Some(
+                Instant::now() + Duration::from_secs(secs.min(DEFAULT_USER_GROUP_TTL.as_secs())),
+            )),
+            Err(_) => Err(HttpFault::InvalidParameter(
+                "ttl",
+                format!("`{ttl}` is not a number of seconds"),
+            )),
+        }
+    }
+
+    /// A change taken: 202 in v1, 200 in 2022-06-01.
+    fn accepted(&self) -> Response<Body> {
+        status(match self.version {
+            Version::V1 => StatusCode::ACCEPTED,
+            Version::V2022 => StatusCode::OK,
+        })
+    }
+
+    /// A removal or close taken: 202 in v1, 204 in 2022-06-01.
+    fn removed(&self) -> Response<Body> {
+        status(match self.version {
+            Version::V1 => StatusCode::ACCEPTED,
+            Version::V2022 => StatusCode::NO_CONTENT,
+        })
     }
 }
 
@@ -491,14 +424,10 @@ fn parse_id(text: &str) -> Result<ConnectionId, HttpFault> {
     text.parse().map_err(|_| HttpFault::ConnectionNotFound)
 }
 
-/// The id of an active connection of `hub` on this node.
+/// The id of an active connection of `hub`, on this node or another.
 fn connection(shard: &Shard, hub: &HubDef, text: &str) -> Result<ConnectionId, HttpFault> {
     let id = parse_id(text)?;
-    let found = match shard.node.registry.locate(id) {
-        Some((_, h)) => Some(h),
-        None => shard.node.cluster.as_ref().and_then(|c| c.locate(id)),
-    };
-    match found {
+    match shard.node.hub_of(id) {
         Some(h) if h == hub.id => Ok(id),
         _ => Err(HttpFault::ConnectionNotFound),
     }

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::directory::{Departed, Remote};
-use super::envelope::{Body, Envelope};
+use super::envelope::{Body, Envelope, Member};
 use super::{Cluster, hub_query, hub_target, unix_us};
 use crate::fault::CloseReason;
 use crate::hub::connection::ConnectionId;
@@ -19,20 +19,6 @@ use crate::hub::definition::HubId;
 use crate::hub::presence::PresenceDef;
 use crate::hub::{Node, Outgoing, Publish, ShardMsg, Target};
 use crate::protocol::Value;
-
-/// Sends `msg` to the shard holding connection `id` on this node, if one does.
-async fn to_owner(node: &Node, id: ConnectionId, msg: ShardMsg) {
-    if let Some((shard, _)) = node.registry.locate(id) {
-        node.inbox(shard).send(msg).await;
-    }
-}
-
-/// Sends a message made by `make` to every shard of this node.
-async fn to_shards(node: &Node, make: impl Fn() -> ShardMsg) {
-    for shard in 0..node.shards() {
-        node.inbox(shard).send(make()).await;
-    }
-}
 
 /// An instant `unix_ms` milliseconds after the Unix epoch, on this node's monotonic clock.
 fn instant_at(unix_ms: u64) -> Instant {
@@ -51,168 +37,27 @@ fn instant_at(unix_ms: u64) -> Instant {
 /// Applies one message from another node (duplicates already dropped).
 pub async fn apply(node: &Arc<Node>, cluster: &Arc<Cluster>, env: Envelope) {
     let now = Instant::now();
-    let origin = env.origin;
-    let unknown = {
-        let name = match &env.body {
-            Body::Heartbeat { node } => Some(node.as_str()),
-            _ => None,
-        };
-        cluster.directory().heard(origin, name, now)
-    };
-    // A node this one did not know (new, or back after being declared dead) is asked what it
-    // holds, unless it is saying so already.
-    if unknown && !matches!(env.body, Body::Roster { .. } | Body::Goodbye) {
-        cluster.request_roster(origin);
-    }
-    let hub_of = |name: &str| node.hubs.find(name).map(|h| h.id);
-    match env.body {
-        Body::Publish {
-            hub,
-            target,
-            excluded,
-            method,
-            arguments,
-        } => {
-            let Some(hub) = hub_of(&hub) else { return };
-            let Ok(Value::Array(args)) = crate::protocol::msgpack::read_value(&arguments) else {
-                cluster.stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                return;
-            };
-            let lag = Duration::from_micros(unix_us().saturating_sub(env.sent_us));
-            let publish = Arc::new(Publish {
-                hub,
-                target: hub_target(&target),
-                excluded: excluded.into_iter().map(ConnectionId).collect(),
-                message: Outgoing::new(method.into(), args),
-                created: now.checked_sub(lag).unwrap_or(now),
-            });
-            match publish.target {
-                Target::Connection(id) => to_owner(node, id, ShardMsg::Publish(publish)).await,
-                _ => to_shards(node, || ShardMsg::Publish(publish.clone())).await,
-            }
-        }
-        Body::Join { conn, group, .. } => {
-            let conn = ConnectionId(conn);
-            let group = group.into();
-            to_owner(node, conn, ShardMsg::Join { conn, group }).await
-        }
-        Body::Leave { conn, group, .. } => {
-            let conn = ConnectionId(conn);
-            let group = group.into();
-            to_owner(node, conn, ShardMsg::Leave { conn, group }).await
-        }
-        Body::LeaveAll { conn, .. } => {
-            let conn = ConnectionId(conn);
-            to_owner(node, conn, ShardMsg::LeaveAll { conn }).await
-        }
-        Body::AddUserToGroup {
-            hub,
-            user,
-            group,
-            until_ms,
-        } => {
-            let Some(hub) = hub_of(&hub) else { return };
-            let (user, group): (Arc<str>, Arc<str>) = (user.into(), group.into());
-            let until = until_ms.map(instant_at);
-            to_shards(node, || ShardMsg::AddUserToGroup {
-                hub,
-                user: user.clone(),
-                group: group.clone(),
-                until,
-            })
-            .await
-        }
-        Body::RemoveUserFromGroup { hub, user, group } => {
-            let Some(hub) = hub_of(&hub) else { return };
-            let (user, group): (Arc<str>, Arc<str>) = (user.into(), group.into());
-            to_shards(node, || ShardMsg::RemoveUserFromGroup {
-                hub,
-                user: user.clone(),
-                group: group.clone(),
-            })
-            .await
-        }
-        Body::RemoveUserFromAllGroups { hub, user } => {
-            let Some(hub) = hub_of(&hub) else { return };
-            let user: Arc<str> = user.into();
-            to_shards(node, || ShardMsg::RemoveUserFromAllGroups {
-                hub,
-                user: user.clone(),
-            })
-            .await
-        }
-        Body::Close {
-            hub,
-            target,
-            excluded,
-            reason,
-        } => {
-            let Some(hub) = hub_of(&hub) else { return };
-            let target = hub_target(&target);
-            let excluded = Arc::new(excluded.into_iter().map(ConnectionId).collect::<Vec<_>>());
-            let reason = CloseReason::ClosedByServer(reason);
-            let make = || ShardMsg::Close {
-                hub,
-                target: target.clone(),
-                excluded: excluded.clone(),
-                reason: reason.clone(),
-            };
-            match target {
-                Target::Connection(id) => to_owner(node, id, make()).await,
-                _ => to_shards(node, make).await,
-            }
-        }
-        Body::Claimed(member) | Body::Opened(member) => {
-            let Some(hub) = hub_of(&member.hub) else {
-                return;
-            };
-            let id = ConnectionId(member.conn);
-            let user: Option<Arc<str>> = member.user.map(Arc::from);
-            let remote = Remote {
-                hub,
-                user: user.clone(),
-                open: member.open,
-            };
-            let opened = cluster.directory().open(origin, id, remote, now);
-            if opened {
-                node.presence_joined(hub, id, user);
-            }
-        }
-        Body::Closed { conn } => {
-            let id = ConnectionId(conn);
-            let closed = cluster.directory().close(origin, id, now);
-            if let Some(remote) = closed.filter(|r| r.open) {
-                node.presence_left(remote.hub, id, remote.user);
-            }
-        }
-        Body::Inbound { conn, payload } => {
-            crate::transport::http_conn::receive_forwarded(node, ConnectionId(conn), payload).await
-        }
+    heard(cluster, &env, now);
+    let Envelope {
+        origin,
+        sent_us,
+        body,
+        ..
+    } = env;
+    match body {
+        Body::Claimed(_)
+        | Body::Opened(_)
+        | Body::Closed { .. }
+        | Body::Roster { .. }
+        | Body::Goodbye => whereabouts(node, cluster, origin, body, now).await,
         Body::Heartbeat { .. } => {}
         Body::RosterRequest { to } => {
             if to == 0 || to == cluster.origin {
                 cluster.send_roster();
             }
         }
-        Body::Roster { reset, members } => {
-            let members: Vec<(ConnectionId, Remote)> = members
-                .into_iter()
-                .filter_map(|m| {
-                    let hub = hub_of(&m.hub)?;
-                    Some((
-                        ConnectionId(m.conn),
-                        Remote {
-                            hub,
-                            user: m.user.map(Arc::from),
-                            open: m.open,
-                        },
-                    ))
-                })
-                .collect();
-            cluster.directory().roster(origin, reset, members, now);
-        }
         Body::Query { id, hub, question } => {
-            let Some(hub) = hub_of(&hub) else {
+            let Some(hub) = node.hubs.find(&hub).map(|h| h.id) else {
                 cluster.answer(origin, id, false);
                 return;
             };
@@ -228,6 +73,131 @@ pub async fn apply(node: &Arc<Node>, cluster: &Arc<Cluster>, env: Envelope) {
                 cluster.answered(id, origin, yes);
             }
         }
+        Body::Inbound { conn, payload } => {
+            node.receive_forwarded(ConnectionId(conn), payload).await
+        }
+        change => apply_change(node, cluster, change, sent_us, now).await,
+    }
+}
+
+/// A change for this node's shards: a publish, a membership change, a close.
+async fn apply_change(node: &Node, cluster: &Cluster, body: Body, sent_us: u64, now: Instant) {
+    let hub_of = |name: &str| node.hubs.find(name).map(|h| h.id);
+    match body {
+        Body::Publish {
+            hub,
+            target,
+            excluded,
+            method,
+            arguments,
+        } => {
+            let Some(hub) = hub_of(&hub) else { return };
+            let Ok(Value::Array(args)) = crate::protocol::msgpack::read_value(&arguments) else {
+                cluster.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            let lag = Duration::from_micros(unix_us().saturating_sub(sent_us));
+            let publish = Publish {
+                hub,
+                target: hub_target(&target),
+                excluded: excluded.into_iter().map(ConnectionId).collect(),
+                message: Outgoing::new(method.into(), args),
+                created: now.checked_sub(lag).unwrap_or(now),
+            };
+            deliver(node, publish).await;
+        }
+        Body::Join { conn, group, .. } => {
+            let conn = ConnectionId(conn);
+            let group = group.into();
+            node.to_owner(conn, ShardMsg::Join { conn, group }).await;
+        }
+        Body::Leave { conn, group, .. } => {
+            let conn = ConnectionId(conn);
+            let group = group.into();
+            node.to_owner(conn, ShardMsg::Leave { conn, group }).await;
+        }
+        Body::LeaveAll { conn, .. } => {
+            let conn = ConnectionId(conn);
+            node.to_owner(conn, ShardMsg::LeaveAll { conn }).await;
+        }
+        Body::AddUserToGroup {
+            hub,
+            user,
+            group,
+            until_ms,
+        } => {
+            let Some(hub) = hub_of(&hub) else { return };
+            let (user, group): (Arc<str>, Arc<str>) = (user.into(), group.into());
+            let until = until_ms.map(instant_at);
+            node.to_shards(None, || ShardMsg::AddUserToGroup {
+                hub,
+                user: user.clone(),
+                group: group.clone(),
+                until,
+            })
+            .await
+        }
+        Body::RemoveUserFromGroup { hub, user, group } => {
+            let Some(hub) = hub_of(&hub) else { return };
+            let (user, group): (Arc<str>, Arc<str>) = (user.into(), group.into());
+            node.to_shards(None, || ShardMsg::RemoveUserFromGroup {
+                hub,
+                user: user.clone(),
+                group: group.clone(),
+            })
+            .await
+        }
+        Body::RemoveUserFromAllGroups { hub, user } => {
+            let Some(hub) = hub_of(&hub) else { return };
+            let user: Arc<str> = user.into();
+            node.to_shards(None, || ShardMsg::RemoveUserFromAllGroups {
+                hub,
+                user: user.clone(),
+            })
+            .await
+        }
+        Body::Close {
+            hub,
+            target,
+            excluded,
+            reason,
+        } => {
+            let Some(hub) = hub_of(&hub) else { return };
+            let excluded = excluded.into_iter().map(ConnectionId).collect();
+            close(node, hub, hub_target(&target), excluded, reason).await;
+        }
+        _ => {}
+    }
+}
+
+/// Where other nodes' connections are: one opened, claimed or closed, a node's roster, a
+/// node leaving.
+async fn whereabouts(node: &Node, cluster: &Cluster, origin: u64, body: Body, now: Instant) {
+    let hub_of = |name: &str| node.hubs.find(name).map(|h| h.id);
+    match body {
+        Body::Claimed(member) | Body::Opened(member) => {
+            let Some(hub) = hub_of(&member.hub) else {
+                return;
+            };
+            opened(node, cluster, origin, hub, member, now);
+        }
+        Body::Closed { conn } => {
+            let id = ConnectionId(conn);
+            let closed = cluster.directory().close(origin, id, now);
+            if let Some(remote) = closed.filter(|r| r.open) {
+                node.presence_left(remote.hub, id, remote.user);
+            }
+        }
+        Body::Roster { reset, members } => {
+            let members: Vec<(ConnectionId, Remote)> = members
+                .into_iter()
+                .filter_map(|m| {
+                    let hub = hub_of(&m.hub)?;
+                    Some((ConnectionId(m.conn), remote(hub, m)))
+                })
+                .collect();
+            cluster.directory().roster(origin, reset, members, now);
+        }
         Body::Goodbye => {
             let departed = cluster.directory().remove(origin, now);
             cluster.forget_peer(origin);
@@ -236,6 +206,78 @@ pub async fn apply(node: &Arc<Node>, cluster: &Arc<Cluster>, env: Envelope) {
                 announce(node, departed).await;
             }
         }
+        _ => {}
+    }
+}
+
+/// Notes that the envelope's origin is alive. A node this one did not know (new, or back
+/// after being declared dead) is asked what it holds, unless it is saying so already.
+fn heard(cluster: &Cluster, env: &Envelope, now: Instant) {
+    let name = match &env.body {
+        Body::Heartbeat { node } => Some(node.as_str()),
+        _ => None,
+    };
+    let unknown = cluster.directory().heard(env.origin, name, now);
+    if unknown && !matches!(env.body, Body::Roster { .. } | Body::Goodbye) {
+        cluster.request_roster(env.origin);
+    }
+}
+
+/// Hands a publish from another node to the shards that may hold its recipients.
+async fn deliver(node: &Node, publish: Publish) {
+    let publish = Arc::new(publish);
+    match publish.target {
+        Target::Connection(id) => {
+            node.to_owner(id, ShardMsg::Publish(publish)).await;
+        }
+        _ => {
+            node.to_shards(None, || ShardMsg::Publish(publish.clone()))
+                .await
+        }
+    }
+}
+
+/// Closes, on this node, the connections another node's close reaches.
+async fn close(
+    node: &Node,
+    hub: HubId,
+    target: Target,
+    excluded: Vec<ConnectionId>,
+    reason: Option<String>,
+) {
+    let excluded = Arc::new(excluded);
+    let reason = CloseReason::ClosedByServer(reason);
+    let make = || ShardMsg::Close {
+        hub,
+        target: target.clone(),
+        excluded: excluded.clone(),
+        reason: reason.clone(),
+    };
+    match target {
+        Target::Connection(id) => {
+            node.to_owner(id, make()).await;
+        }
+        _ => node.to_shards(None, make).await,
+    }
+}
+
+/// A connection another node claimed or opened: the directory learns where it is, and an
+/// open one joins the hub's presence.
+fn opened(node: &Node, cluster: &Cluster, origin: u64, hub: HubId, member: Member, now: Instant) {
+    let id = ConnectionId(member.conn);
+    let remote = remote(hub, member);
+    let user = remote.user.clone();
+    if cluster.directory().open(origin, id, remote, now) {
+        node.presence_joined(hub, id, user);
+    }
+}
+
+/// What the directory keeps of another node's connection.
+fn remote(hub: HubId, member: Member) -> Remote {
+    Remote {
+        hub,
+        user: member.user.map(Arc::from),
+        open: member.open,
     }
 }
 
@@ -271,7 +313,8 @@ async fn announce(node: &Node, departed: Departed) {
             message: Outgoing::new(left_method, args),
             created: Instant::now(),
         });
-        to_shards(node, || ShardMsg::Publish(publish.clone())).await;
+        node.to_shards(None, || ShardMsg::Publish(publish.clone()))
+            .await;
     }
 }
 

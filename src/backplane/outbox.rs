@@ -189,11 +189,6 @@ impl Seen {
             }
         }
     }
-
-    /// Forgets an origin that left the cluster.
-    pub fn forget(&mut self, origin: u64) {
-        self.last.retain(|(o, _), _| *o != origin);
-    }
 }
 
 #[cfg(test)]
@@ -267,7 +262,5 @@ mod tests {
         assert_eq!(s.check(1, 0, 3), Verdict::Duplicate);
         assert_eq!(s.check(1, 1, 1), Verdict::New);
         assert_eq!(s.check(1, 0, 9), Verdict::Gap { missing: 2 });
-        s.forget(1);
-        assert_eq!(s.check(1, 0, 1), Verdict::New);
     }
 }

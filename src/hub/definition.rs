@@ -23,7 +23,7 @@ pub struct HubDef {
     pub auth: HubAuth,
     pub presence: super::presence::PresenceDef,
     /// Transports this hub serves, in the order negotiate offers them.
-    pub transports: Vec<super::connection::TransportKind>,
+    pub transports: Vec<crate::protocol::TransportKind>,
     /// Keyed by lower-cased method name: hub method names are case-insensitive.
     methods: HashMap<String, MethodDef>,
 }
@@ -46,6 +46,11 @@ pub struct Hubs {
 }
 
 impl Hubs {
+    /// The hub names, in id order.
+    pub fn names(&self) -> Vec<&str> {
+        self.list.iter().map(|h| &*h.name).collect()
+    }
+
     pub fn from_config(config: &Config) -> Hubs {
         let list: Vec<HubDef> = config
             .hubs
@@ -58,7 +63,7 @@ impl Hubs {
                 transports: hub
                     .transports
                     .iter()
-                    .filter_map(|t| super::connection::TransportKind::from_signalr_name(t))
+                    .filter_map(|t| crate::protocol::TransportKind::from_signalr_name(t))
                     .collect(),
                 presence: super::presence::PresenceDef::from_config(hub),
                 methods: hub

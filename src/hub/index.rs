@@ -137,16 +137,9 @@ impl HubIndex {
         self.all.get(&id)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.all.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.all.is_empty()
-    }
-
-    pub fn all(&self) -> impl Iterator<Item = &Rc<Connection>> {
-        self.all.values()
     }
 
     pub fn has_group(&self, group: &str) -> bool {
@@ -293,10 +286,6 @@ impl ShardIndex {
         &mut self.hubs[id as usize]
     }
 
-    pub fn hubs(&self) -> impl Iterator<Item = &HubIndex> {
-        self.hubs.iter()
-    }
-
     pub fn purge(&mut self, now: Instant) {
         for hub in &mut self.hubs {
             hub.purge(now);
@@ -312,7 +301,7 @@ impl ShardIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::connection::TransportKind;
+    use crate::protocol::TransportKind;
     use std::time::Duration;
 
     fn conn(user: Option<&str>) -> Rc<Connection> {

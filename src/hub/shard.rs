@@ -11,16 +11,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::connection::{
-    Connection, ConnectionId, IdBuildHasher, Joined, Pause, Phase, Refused, TransportKind, Wire,
+    Attachment, Connection, ConnectionId, IdBuildHasher, Joined, Phase, Refused, Wire,
 };
 use super::index::{ShardIndex, Target};
 use super::node::{Node, Publish, Query, ShardMsg};
 use super::outgoing::{Encoded, Outgoing};
 use super::presence::PresenceDef;
 use crate::fault::CloseReason;
-use crate::metrics::{ShardMetrics, Snapshot};
+use crate::metrics::{Pause, ShardMetrics, Snapshot};
 use crate::protocol::handshake::{self, HandshakeError};
-use crate::protocol::{HubMessage, Protocol, Value};
+use crate::protocol::{HubMessage, Protocol, TransportKind, Value};
 
 /// One delivered message in this many has its publish→write latency recorded.
 pub const LATENCY_SAMPLE_EVERY: u64 = 8;
@@ -83,7 +83,7 @@ impl Shard {
     }
 
     /// Whether this message's publish→write latency is recorded: one in
-    /// [`LATENCY_SAMPLE_EVERY`], so the clock is read once per so many deliveries.
+    /// `LATENCY_SAMPLE_EVERY`, so the clock is read once per so many deliveries.
     pub fn sample_latency(&self) -> bool {
         let n = self.writes.get().wrapping_add(1);
         self.writes.set(n);
@@ -116,6 +116,12 @@ impl Shard {
         self.state.borrow().conns.get(&id).cloned()
     }
 
+    /// What the transport of connection `id` keeps beside it, if it is a `T`.
+    pub fn attachment<T: Attachment>(&self, id: ConnectionId) -> Option<Rc<T>> {
+        let attachment: Rc<dyn std::any::Any> = self.connection(id)?.attachment()?;
+        attachment.downcast().ok()
+    }
+
     /// Connections on this shard, handshaking ones included.
     pub fn connection_count(&self) -> usize {
         self.state.borrow().conns.len()
@@ -131,9 +137,9 @@ impl Shard {
             .hub_mut(conn.hub)
             .add(conn, now);
         let count = self.node.add_count(conn.hub, 1);
-        if let Some(cluster) = &self.node.cluster {
-            cluster.opened(conn.id, conn.hub, conn.user.clone());
-        }
+        self.node
+            .backplane
+            .opened(conn.id, conn.hub, conn.user.clone());
         self.metrics.connection_opened();
         self.metrics.record(
             crate::metrics::Latency::Handshake,
@@ -156,10 +162,10 @@ impl Shard {
             return;
         }
         let count = self.node.add_count(conn.hub, -1);
-        if let Some(cluster) = &self.node.cluster {
-            // A node that shuts down says goodbye once instead.
-            cluster.closed(conn.id, !self.node.is_shutting_down());
-        }
+        // A node that shuts down says goodbye once instead.
+        self.node
+            .backplane
+            .closed(conn.id, !self.node.is_shutting_down());
         // During shutdown, or when the whole hub is closed, every connection leaves:
         // announcing each to all the others would be quadratic and tell nobody anything.
         if self.node.is_shutting_down() || conn.is_silent() {
@@ -213,11 +219,12 @@ impl Shard {
         until: Option<Instant>,
     ) {
         self.retire(conn).await;
-        if let Some(cluster) = &self.node.cluster {
-            // One that never opened was only claimed: the others forget it now.
-            cluster.closed(conn.id, !self.node.is_shutting_down());
-        }
+        // One that never opened was only claimed: the others forget it now.
+        self.node
+            .backplane
+            .closed(conn.id, !self.node.is_shutting_down());
         self.state.borrow_mut().conns.remove(&conn.id);
+        conn.detach();
         self.node.registry.end(conn.id, until);
         self.metrics.closed(reason, conn.was_opened());
     }
@@ -240,28 +247,18 @@ impl Shard {
                         .send(ShardMsg::Publish(publish))
                         .await
                 }
-                None => {
-                    if let Some(cluster) = &self.node.cluster
-                        && cluster.locate(id).is_some()
-                    {
-                        cluster.publish(&publish);
-                    }
+                None if self.node.backplane.locate(id).is_some() => {
+                    self.node.backplane.publish(&publish)
                 }
+                None => {}
             }
             return;
         }
-        if let Some(cluster) = &self.node.cluster {
-            cluster.publish(&publish);
-        }
+        self.node.backplane.publish(&publish);
         self.deliver(&publish);
-        for shard in 0..self.node.shards() {
-            if shard != self.id {
-                self.node
-                    .inbox(shard)
-                    .send(ShardMsg::Publish(publish.clone()))
-                    .await;
-            }
-        }
+        self.node
+            .to_shards(Some(self.id), || ShardMsg::Publish(publish.clone()))
+            .await;
     }
 
     /// Queues a publish to this shard's recipients.
@@ -491,30 +488,22 @@ impl Shard {
         Ok(())
     }
 
-    /// Sends `msg` to the shard that owns connection `id`; false if no shard does.
+    /// Sends `msg` to the shard of this node that owns connection `id` (applied here at once
+    /// if it is this one); false if no shard does.
     pub async fn to_owner(self: &Rc<Self>, id: ConnectionId, msg: ShardMsg) -> bool {
         match self.node.registry.locate(id) {
             Some((shard, _)) if shard == self.id => {
                 self.apply(msg);
                 true
             }
-            Some((shard, _)) => {
-                self.node.inbox(shard).send(msg).await;
-                true
-            }
-            None => false,
+            _ => self.node.to_owner(id, msg).await,
         }
     }
 
-    /// Sends a message made by `make` to every shard, this one included.
+    /// Sends a message made by `make` to every shard of this node, this one included.
     pub async fn to_all(self: &Rc<Self>, make: impl Fn() -> ShardMsg) {
-        for shard in 0..self.node.shards() {
-            if shard == self.id {
-                self.apply(make());
-            } else {
-                self.node.inbox(shard).send(make()).await;
-            }
-        }
+        self.apply(make());
+        self.node.to_shards(Some(self.id), make).await;
     }
 
     /// Waits until every other shard has delivered what this one handed it so far (their
@@ -527,10 +516,9 @@ impl Shard {
         for shard in (0..self.node.shards()).filter(|s| *s != self.id) {
             let (tx, rx) = oneshot::channel::<()>();
             self.node
-                .inbox(shard)
-                .send(ShardMsg::Run(super::node::Task(Box::new(move |_| {
+                .run_on(shard, move |_| {
                     let _ = tx.send(());
-                }))))
+                })
                 .await;
             replies.push(rx);
         }
@@ -548,22 +536,28 @@ impl Shard {
         if target == self.id {
             task(self);
         } else {
-            self.node
-                .inbox(target)
-                .send(ShardMsg::Run(super::node::Task(Box::new(task))))
-                .await;
+            self.node.run_on(target, task).await;
         }
+    }
+
+    /// Runs `f` on shard `target` (here at once if it is this shard) and returns its answer;
+    /// `None` if that shard stopped first.
+    pub async fn on_shard<R: Send + 'static>(
+        self: &Rc<Self>,
+        target: usize,
+        f: impl FnOnce(&Rc<Shard>) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = oneshot::channel();
+        self.run_on(target, move |shard| {
+            let _ = tx.send(f(shard));
+        })
+        .await;
+        rx.await.ok()
     }
 
     /// Asks every shard, and every node of the cluster; true if any answers yes.
     pub async fn query(self: &Rc<Self>, query: Query) -> bool {
-        if self.query_node(&query).await {
-            return true;
-        }
-        let Some(cluster) = &self.node.cluster else {
-            return false;
-        };
-        cluster.ask(&query).await
+        self.query_node(&query).await || self.node.backplane.ask(&query).await
     }
 
     /// Asks every shard of this node. Changes other shards handed this one before now are
@@ -578,7 +572,7 @@ impl Shard {
         let state = self.state.borrow();
         let transports = TransportKind::ALL.len();
         let mut gauges = vec![0u64; self.node.hubs.len() * transports];
-        let mut paused = [0u64; crate::hub::connection::Pause::ALL.len()];
+        let mut paused = [0u64; Pause::ALL.len()];
         let mut awaiting_reconnect = 0;
         for conn in state.conns.values() {
             if let Some((why, _)) = conn.input_paused() {
@@ -780,7 +774,16 @@ pub(crate) mod testing {
 
     /// A node of `shards` shards living on the current thread, with their inboxes served.
     pub fn node(shards: usize, config: Config) -> Vec<Rc<Shard>> {
-        let node = Node::new(config, shards, "test");
+        node_with(shards, config, Arc::new(crate::hub::backplane::Local))
+    }
+
+    /// [`node`], with `backplane` for the other nodes of its cluster.
+    pub fn node_with(
+        shards: usize,
+        config: Config,
+        backplane: Arc<dyn crate::hub::Backplane>,
+    ) -> Vec<Rc<Shard>> {
+        let node = Node::with_backplane(config, shards, "test", backplane);
         (0..shards)
             .map(|i| {
                 let shard = Shard::new(i, node.clone());

@@ -12,9 +12,11 @@ pub mod json;
 pub mod message;
 pub mod msgpack;
 pub mod stream;
+pub mod transport;
 pub mod value;
 
 pub use message::{Completion, HubMessage};
+pub use transport::TransportKind;
 pub use value::{JsonNumber, Value};
 
 /// Ends every JSON hub message and the handshake.

@@ -1,12 +1,15 @@
-//! The runtime: shard threads, each with its own single-threaded runtime and its own
-//! SO_REUSEPORT listener on the one address, on one of two I/O backends chosen at start-up.
+//! The runtime: Herald's composition root and its shard threads. [`serve`] builds, in order,
+//! the I/O backend, the listeners, TLS, the backplane (`local` or `redis`), the node that
+//! holds hub state, the control runtime and the shard threads, and owns them until shutdown.
+//! Each shard thread has its own single-threaded runtime and its own SO_REUSEPORT listener on
+//! the one address, on one of two I/O backends chosen at start-up.
 //!
 //! Both backends run the same code: the only thing that differs is how a shard accepts a
 //! socket, and what type that socket is ([`Acceptor`]). Everything above works on any
 //! `AsyncRead + AsyncWrite`.
 
 pub mod systemd;
-pub mod uring;
+pub(crate) mod uring;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -18,11 +21,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::config::{Config, IoMode};
+use crate::backplane::Cluster;
+use crate::config::{BackplaneKind, Config, IoMode};
 use crate::fault::CloseReason;
-use crate::hub::{Node, Shard};
+use crate::hub::backplane::{Backplane, Local};
+use crate::hub::{Hubs, Node, Shard};
 use crate::metrics::TlsFailure;
 use crate::transport::http;
+use crate::transport::tls::Tls;
 
 /// The I/O backend of every shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,14 +206,18 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let tls = match config.server.tls.enabled() {
-        true => Some(
-            crate::transport::tls::Tls::new(&config.server.tls)
-                .map_err(crate::transport::tls::io_error)?,
-        ),
+        true => Some(Arc::new(
+            Tls::new(&config.server.tls).map_err(crate::transport::tls::io_error)?,
+        )),
         false => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let node = Node::with_tls(config, shards, backend.name(), tls);
+    let redis = redis_backplane(&config);
+    let backplane: Arc<dyn Backplane> = match &redis {
+        Some(cluster) => cluster.clone(),
+        None => Arc::new(Local),
+    };
+    let node = Node::with_backplane(config, shards, backend.name(), backplane);
     // The control runtime: work that is not per connection (periodic presence, the Redis
     // backplane). It never runs a shard's work, and a shard never waits for it.
     let control = tokio::runtime::Builder::new_multi_thread()
@@ -216,8 +226,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     crate::hub::presence::start(&node, control.handle());
-    if let Some(cluster) = &node.cluster {
-        crate::backplane::start(&node, control.handle());
+    if let Some(cluster) = &redis {
+        crate::backplane::start(cluster, &node, control.handle());
         tracing::info!(node = %cluster.name, redis = ?cluster.config.redis_urls, partitions = cluster.config.partitions, "backplane: redis");
     }
 
@@ -238,6 +248,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let mut threads = Vec::new();
     for (id, listener) in listeners.into_iter().enumerate() {
         let node = node.clone();
+        let tls = tls.clone();
         let ready = ready_tx.clone();
         let exit = ExitGuard(exit_tx.clone(), id);
         // Shard 0 serves the internal listener too: a scrape or a probe is little work.
@@ -247,7 +258,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
                 .name(format!("herald-shard-{id}"))
                 .spawn(move || {
                     let _exit = exit;
-                    if let Err(e) = run_thread(backend, node, id, listener, internal, &ready) {
+                    if let Err(e) = run_thread(backend, node, tls, id, listener, internal, &ready) {
                         let _ = ready.send(Err(format!("shard {id}: {e:#}")));
                     }
                 })?,
@@ -290,7 +301,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             tokio::select! {
                 _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); return None }
                 _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); return None }
-                _ = sighup.recv() => match &node.tls {
+                _ = sighup.recv() => match &tls {
                     Some(tls) => match tls.reload() {
                         Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
                         Err(e) => tracing::error!("SIGHUP: TLS reload failed, the certificate in use stays: {e}"),
@@ -308,9 +319,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             drain.as_millis()
         ));
     }
-    if let Some(cluster) = &node.cluster {
-        cluster.goodbye();
-    }
+    node.backplane.goodbye();
     let deadline = Instant::now() + drain + Duration::from_secs(2);
     let running = shards - usize::from(unexpected.is_some());
     let second = signals.block_on(drained(
@@ -332,13 +341,9 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             let _ = thread.join();
         }
     }
-    if let Some(cluster) = &node.cluster {
-        // Give the writer a moment to hand what is queued (the goodbye above all) to Redis.
-        let until = Instant::now() + Duration::from_secs(1);
-        while cluster.outbox().queued() > 0 && cluster.is_up() && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
+    // Give the backplane a moment to hand what is queued (the goodbye above all) on.
+    node.backplane
+        .flush(Instant::now() + Duration::from_secs(1));
     control.shutdown_timeout(Duration::from_millis(100));
     if let Some(id) = unexpected {
         bail!("shard {id} stopped unexpectedly");
@@ -383,9 +388,24 @@ impl Drop for ExitGuard {
     }
 }
 
+/// The `redis` backplane when the configuration asks for it (`None`: the `local` one).
+fn redis_backplane(config: &Config) -> Option<Arc<Cluster>> {
+    match config.cluster.backplane {
+        BackplaneKind::Local => None,
+        BackplaneKind::Redis => Some(Arc::new(Cluster::new(
+            &config.cluster,
+            &Hubs::from_config(config),
+            // A token's clock starts at negotiate, before its connection ends: this bounds it.
+            crate::transport::negotiate::token_lifetime(&config.connections)
+                + Duration::from_secs(1),
+        ))),
+    }
+}
+
 fn run_thread(
     backend: Backend,
     node: Arc<Node>,
+    tls: Option<Arc<Tls>>,
     id: usize,
     listener: StdListener,
     internal: Option<StdListener>,
@@ -400,7 +420,7 @@ fn run_thread(
             local.block_on(&rt, async {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
                 let _ = ready.send(Ok(()));
-                run_shard(node, id, EpollAcceptor(listener), internal).await;
+                run_shard(node, tls, id, EpollAcceptor(listener), internal).await;
                 Ok(())
             })
         }
@@ -410,7 +430,7 @@ fn run_thread(
                 let fd = listener.as_raw_fd();
                 let listener = tokio_uring::net::TcpListener::from_std(listener);
                 let _ = ready.send(Ok(()));
-                run_shard(node, id, UringAcceptor { listener, fd }, internal).await;
+                run_shard(node, tls, id, UringAcceptor { listener, fd }, internal).await;
                 Ok(())
             })
         }
@@ -421,6 +441,7 @@ fn run_thread(
 /// `allowReconnect` and wait (up to the drain time) for them to finish.
 async fn run_shard<A: Acceptor>(
     node: Arc<Node>,
+    tls: Option<Arc<Tls>>,
     id: usize,
     acceptor: A,
     internal: Option<StdListener>,
@@ -440,7 +461,7 @@ async fn run_shard<A: Acceptor>(
             accepted = acceptor.accept() => match accepted {
                 Ok(io) => {
                     backoff = Duration::from_millis(5);
-                    tokio::task::spawn_local(serve_socket::<A>(shard.clone(), io));
+                    tokio::task::spawn_local(serve_socket::<A>(shard.clone(), tls.clone(), io));
                 }
                 Err(e) => {
                     // Out of descriptors or memory: wait instead of spinning.
@@ -498,7 +519,7 @@ async fn run_internal(shard: Rc<Shard>, listener: StdListener) {
 
 /// Serves one accepted socket: HTTP, over TLS when configured (the handshake runs in the
 /// connection's own task, within the handshake timeout, so it never holds up accepting).
-async fn serve_socket<A: Acceptor>(shard: Rc<Shard>, mut io: A::Io) {
+async fn serve_socket<A: Acceptor>(shard: Rc<Shard>, tls: Option<Arc<Tls>>, mut io: A::Io) {
     // Nothing is set up for a socket until it speaks, and one that stays silent for the
     // handshake timeout is closed.
     let limit = Duration::from_millis(shard.node.config.connections.handshake_timeout_ms);
@@ -511,7 +532,7 @@ async fn serve_socket<A: Acceptor>(shard: Rc<Shard>, mut io: A::Io) {
         }
         _ = shard.node.shutdown_signal() => return,
     }
-    let Some(tls) = &shard.node.tls else {
+    let Some(tls) = tls else {
         return http::serve(shard, io).await;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());

@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::connection_token::ConnectionToken;
 use super::http::{Body, query_param};
 use super::negotiate::authenticate_client;
-use super::{http_conn, longpoll, sse, websocket};
+use super::{longpoll, post, sse, websocket};
 use crate::config::HubAuth;
 use crate::fault::HttpFault;
 use crate::hub::definition::{HubDef, HubId};
@@ -48,11 +48,7 @@ pub fn token(shard: &Shard, hub: &HubDef, id: &str) -> Option<ConnectionToken> {
         .filter(|t| t.hub.eq_ignore_ascii_case(&hub.name))?;
     let live = jwt::unix_now() <= token.expires
         || matches!(shard.node.registry.state(token.id), IdState::Active { .. })
-        || shard
-            .node
-            .cluster
-            .as_ref()
-            .is_some_and(|cluster| cluster.locate(token.id).is_some());
+        || shard.node.backplane.locate(token.id).is_some();
     live.then_some(token)
 }
 
@@ -116,13 +112,12 @@ pub fn claim(
     accepted: &Accepted,
     transport: TransportKind,
 ) -> Result<(), HttpFault> {
-    if let Some(cluster) = &shard.node.cluster
-        && shard.node.registry.state(accepted.id) == crate::hub::node::IdState::Unknown
-    {
+    if shard.node.registry.state(accepted.id) == crate::hub::node::IdState::Unknown {
         // Another node's connection (or its token, replayed here) is refused: the first use
         // of a token wins across the cluster, up to the backplane's lag.
-        cluster
-            .directory()
+        shard
+            .node
+            .backplane
             .may_claim(accepted.id, Instant::now())
             .map_err(|e| match e {
                 ClaimError::Active => HttpFault::ConnectionActive,
@@ -193,7 +188,7 @@ where
         }
         Method::POST => {
             let id = id.ok_or(HttpFault::ConnectionIdRequired)?;
-            http_conn::send(shard, req, &hub, &id, query.as_deref()).await
+            post::send(shard, req, &hub, &id, query.as_deref()).await
         }
         Method::DELETE => {
             let id = id.ok_or(HttpFault::ConnectionIdRequired)?;

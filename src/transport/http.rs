@@ -1,6 +1,6 @@
-//! HTTP/1.1 on every shard: one hyper connection per socket, a router, CORS, and the helpers
-//! every handler shares. Requests that upgrade to WebSocket leave hyper and continue on the raw
-//! socket.
+//! HTTP/1.1 on every shard: one hyper connection per socket, a router, CORS and fault
+//! responses (the plumbing every HTTP surface shares is in [`crate::web`]). Requests that
+//! upgrade to WebSocket leave hyper and continue on the raw socket.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body::Body as _;
-use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -23,59 +21,10 @@ use crate::api;
 use crate::fault::HttpFault;
 use crate::hub::Shard;
 use crate::metrics::Latency;
-
-/// A response body: whole, or a stream that lives on this shard (an event stream), which
-/// need not be `Send` because a response never leaves its shard.
-pub enum Body {
-    Full(Full<Bytes>),
-    Local(std::pin::Pin<Box<dyn http_body::Body<Data = Bytes, Error = Infallible>>>),
-}
-
-impl Body {
-    pub fn local(body: impl http_body::Body<Data = Bytes, Error = Infallible> + 'static) -> Body {
-        Body::Local(Box::pin(body))
-    }
-}
-
-impl http_body::Body for Body {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-        match self.get_mut() {
-            Body::Full(full) => std::pin::Pin::new(full).poll_frame(cx),
-            Body::Local(body) => body.as_mut().poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Body::Full(full) => full.is_end_stream(),
-            Body::Local(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        match self {
-            Body::Full(full) => full.size_hint(),
-            Body::Local(body) => body.size_hint(),
-        }
-    }
-}
+pub use crate::web::{Body, TimedBody, decode_segment, empty, full, query_param, status};
 
 /// How long a client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Body::Full(Full::new(bytes.into()))
-}
-
-pub fn empty() -> Body {
-    full(Bytes::new())
-}
 
 /// A JSON response.
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
@@ -85,12 +34,6 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    response
-}
-
-pub fn status(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(empty());
-    *response.status_mut() = status;
     response
 }
 
@@ -128,107 +71,6 @@ pub fn fault_response(shard: &Shard, fault: &HttpFault, head_only: bool) -> Resp
         headers.insert(header::ALLOW, allow);
     }
     response
-}
-
-/// The first value of query parameter `name`, percent-decoded.
-pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<Cow<'a, str>> {
-    form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
-}
-
-/// Every value of query parameter `name`, percent-decoded.
-pub fn query_params(query: Option<&str>, name: &str) -> Vec<String> {
-    query
-        .map(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .filter(|(k, _)| k == name)
-                .map(|(_, v)| v.into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Percent-decodes one path segment (`+` stays `+` in paths).
-pub fn decode_segment(segment: &str) -> Result<String, HttpFault> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| {
-                    HttpFault::InvalidParameter("path", "bad percent-encoding".into())
-                })?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| HttpFault::InvalidParameter("path", "not UTF-8".into()))
-}
-
-/// A request body read piece by piece against a time budget: the client has
-/// `server.body_timeout_ms` in all to send it, so one that trickles or stops gets 408 instead
-/// of holding its socket and buffers for ever. Time the reader spends elsewhere between
-/// pieces (waiting for a connection's queue to drain) is not the client's and does not count.
-pub struct TimedBody {
-    body: Incoming,
-    left: Duration,
-}
-
-impl TimedBody {
-    pub fn new(body: Incoming, timeout: Duration) -> TimedBody {
-        TimedBody {
-            body,
-            left: timeout,
-        }
-    }
-
-    /// The next piece of data, or `None` at the end of the body.
-    pub async fn next(&mut self) -> Result<Option<Bytes>, HttpFault> {
-        loop {
-            let started = Instant::now();
-            let frame = tokio::time::timeout(self.left, self.body.frame()).await;
-            self.left = self.left.saturating_sub(started.elapsed());
-            match frame {
-                Err(_) => return Err(HttpFault::BodyTimeout),
-                Ok(None) => return Ok(None),
-                Ok(Some(Err(e))) => {
-                    return Err(HttpFault::InvalidBody(format!("cannot read the body: {e}")));
-                }
-                Ok(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        return Ok(Some(data));
-                    }
-                    // Trailers carry nothing Herald reads.
-                }
-            }
-        }
-    }
-}
-
-/// Reads a whole request body, refusing bodies over `limit` bytes and bodies that take more
-/// than `server.body_timeout_ms` to arrive.
-pub async fn read_body(shard: &Shard, body: Incoming, limit: usize) -> Result<Bytes, HttpFault> {
-    let timeout = Duration::from_millis(shard.node.config.server.body_timeout_ms);
-    let mut body = TimedBody::new(body, timeout);
-    let mut whole = bytes::BytesMut::new();
-    while let Some(piece) = body.next().await? {
-        if whole.len() + piece.len() > limit {
-            return Err(HttpFault::BodyTooLarge(limit));
-        }
-        if whole.is_empty() && body.body.is_end_stream() {
-            return Ok(piece);
-        }
-        whole.extend_from_slice(&piece);
-    }
-    Ok(whole.freeze())
 }
 
 /// The bearer token of a request: the `Authorization` header, or the `access_token` query
@@ -479,16 +321,14 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Body> {
     let snapshot = shard.snapshot().await;
     let node = &shard.node;
     let mut text = snapshot.render(
-        &node.hubs,
+        &node.hubs.names(),
         node.io,
         node.shards(),
         node.started.elapsed().as_secs_f64(),
     );
-    if let Some(cluster) = &node.cluster {
-        text.push_str(&cluster.render());
-    }
-    if let Some(tls) = &node.tls {
-        text.push_str(&tls.render());
+    text.push_str(&node.backplane.metrics());
+    if node.config.server.tls.enabled() {
+        super::tls::render_metrics(&mut text);
     }
     crate::metrics::process::render(&mut text);
     let mut response = Response::new(full(text));
@@ -512,29 +352,18 @@ pub fn no_cache(headers: &mut http::HeaderMap) {
 /// own clients and buffers cluster messages — and says so in the body, with the backplane's
 /// lag and backlog, for dashboards and alerts.
 fn ready(node: &crate::hub::Node) -> Response<Body> {
-    let Some(cluster) = &node.cluster else {
+    let Some(backplane) = node.backplane.status() else {
         return health(!node.is_shutting_down());
     };
-    use std::sync::atomic::Ordering;
     let down = node.is_shutting_down();
     let status = if down {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
-    let (peers, remote) = cluster.directory().totals();
     let body = serde_json::json!({
         "status": if down { "shutting_down" } else { "ok" },
-        "backplane": {
-            "kind": "redis",
-            "node": cluster.name,
-            "state": if cluster.is_up() { "up" } else { "down" },
-            "error": cluster.link_error(),
-            "lag_ms": cluster.stats.lag_us.load(Ordering::Relaxed) as f64 / 1000.0,
-            "queued": cluster.outbox().queued(),
-            "peers": peers,
-            "remote_connections": remote,
-        }
+        "backplane": backplane,
     });
     json(status, &body)
 }
@@ -553,6 +382,7 @@ fn health(ok: bool) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::web::query_params;
 
     #[test]
     fn paths_and_queries() {

@@ -1,43 +1,42 @@
-//! Connections served over plain HTTP requests — Server-Sent Events and long polling. Their
-//! session (handshake, partial messages) lives on the shard that owns them; a POST or a poll
-//! that reaches another shard is relayed there through its inbox, and its answer comes back.
-//!
-//! A POST body streams into the session piece by piece as it arrives, each piece dispatched
-//! before the next is read, so a body of any size (the official clients send a burst of
-//! invocations as one POST) costs no more than one piece; and while the connection's own
-//! queue is backed up the next piece waits, so TCP pushes back on the client.
+//! Connections served over plain HTTP requests — Server-Sent Events and long polling: what
+//! the transport keeps beside such a connection, on the shard that owns it. The connection
+//! finds it again through the shard's registry ([`crate::hub::connection::Attachment`]); a
+//! POST ([`super::post`]) or a poll ([`super::longpoll`]) that reaches another shard is
+//! relayed there through its inbox, and its answer comes back.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::task::Waker;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
-use super::endpoint::{self, Accepted};
-use super::http::{Body, TimedBody, status};
-use super::inflow;
-use super::longpoll::{self, PollReply};
+use super::endpoint::Accepted;
 use super::session::Session;
-use crate::fault::{CloseReason, HttpFault};
-use crate::hub::connection::IdBuildHasher;
-use crate::hub::definition::HubDef;
-use crate::hub::node::IdState;
+use crate::fault::CloseReason;
 use crate::hub::{Connection, ConnectionId, Encoded, Shard, TransportKind};
 use crate::protocol::HubMessage;
+
+/// How the owning shard answers a poll.
+#[derive(Debug)]
+pub enum PollReply {
+    /// Everything queued, in one body.
+    Data(Bytes),
+    /// Nothing within the poll timeout (or the first poll).
+    Empty,
+    /// The connection is over, or a newer poll took over: 204.
+    Gone,
+}
 
 /// A connection served over HTTP requests, on the shard that owns it.
 pub struct HttpConn {
     pub shard: Rc<Shard>,
     pub conn: Rc<Connection>,
     /// Taken while a piece of a POST body is being handled.
-    session: RefCell<Option<Session>>,
+    pub(super) session: RefCell<Option<Session>>,
     /// A POST body is being read: a concurrent POST is refused (409).
-    posting: Cell<bool>,
+    pub(super) posting: Cell<bool>,
     /// Until when the id stays unusable after the connection ends.
     pub until: Option<Instant>,
     /// Long polling: the poll waiting for data, and when it must be answered empty.
@@ -54,13 +53,9 @@ pub struct HttpConn {
     finished: Cell<bool>,
 }
 
-thread_local! {
-    /// The HTTP-served connections of the shard on this thread.
-    static CONNS: RefCell<HashMap<ConnectionId, Rc<HttpConn>, IdBuildHasher>> = RefCell::default();
-}
-
-pub fn get(id: ConnectionId) -> Option<Rc<HttpConn>> {
-    CONNS.with(|c| c.borrow().get(&id).cloned())
+/// The HTTP-served connection `id`, on its shard.
+pub fn get(shard: &Shard, id: ConnectionId) -> Option<Rc<HttpConn>> {
+    shard.attachment::<HttpConn>(id)
 }
 
 /// Creates the connection for a claimed id on this shard.
@@ -92,10 +87,11 @@ pub fn create(shard: &Rc<Shard>, accepted: Accepted, transport: TransportKind) -
         close_queued: Cell::new(false),
         finished: Cell::new(false),
     });
-    CONNS.with(|c| c.borrow_mut().insert(accepted.id, hc.clone()));
-    if let Some(cluster) = &shard.node.cluster {
-        cluster.claimed(hc.conn.id, hc.conn.hub, hc.conn.user.clone());
-    }
+    hc.conn.attach(hc.clone());
+    shard
+        .node
+        .backplane
+        .claimed(hc.conn.id, hc.conn.hub, hc.conn.user.clone());
     hc
 }
 
@@ -139,180 +135,10 @@ impl HttpConn {
         if let Some(w) = self.driver.take() {
             w.wake();
         }
-        CONNS.with(|c| c.borrow_mut().remove(&self.conn.id));
+        self.conn.detach();
         let hc = self.clone();
         tokio::task::spawn_local(async move {
             hc.shard.detach(&hc.conn, &reason, hc.until).await;
         });
-    }
-}
-
-/// Feeds a piece of a POST body to the connection's session, on the owning shard — with
-/// `wait`, once the connection may be read (its own queue drained below the low watermark,
-/// the node within its input budget).
-async fn receive(id: ConnectionId, piece: Bytes, wait: bool) -> Result<(), HttpFault> {
-    let hc = get(id).ok_or(HttpFault::ConnectionNotFound)?;
-    let Some(mut session) = hc.session.borrow_mut().take() else {
-        return Err(HttpFault::ConnectionActive);
-    };
-    let readable = if wait {
-        inflow::readable(&hc.shard, &hc.conn, session.has_partial()).await
-    } else {
-        Ok(())
-    };
-    let outcome = match readable {
-        Ok(()) => {
-            hc.conn.touch_received(hc.shard.coarse_now());
-            hc.shard.metrics.bytes_in(piece.len());
-            let outcome = session.receive(&piece).await;
-            // As for a WebSocket: what a piece published reaches the other shards before
-            // the next piece is read (`Shard::delivered_everywhere`).
-            if wait && hc.conn.has_published() && hc.shard.node.shards() > 1 {
-                hc.shard.delivered_everywhere().await;
-            }
-            outcome
-        }
-        // Closing meanwhile: what remains of the body is of no use.
-        Err(()) => Ok(()),
-    };
-    *hc.session.borrow_mut() = Some(session);
-    if let Err(reason) = outcome {
-        hc.conn.request_close(reason);
-    }
-    Ok(())
-}
-
-/// Marks the start (`true`) or end of a POST body for connection `id`, on its shard; a
-/// second POST while one is being read is refused.
-fn posting(id: ConnectionId, start: bool) -> Result<(), HttpFault> {
-    let hc = get(id).ok_or(HttpFault::ConnectionNotFound)?;
-    if start && hc.posting.replace(true) {
-        return Err(HttpFault::ConnectionActive);
-    }
-    if !start {
-        hc.posting.set(false);
-    }
-    Ok(())
-}
-
-/// Runs `f` on shard `owner` and returns its answer.
-async fn on_owner<R: Send + 'static>(
-    shard: &Rc<Shard>,
-    owner: usize,
-    f: impl FnOnce() -> R + Send + 'static,
-) -> Option<R> {
-    let (tx, rx) = oneshot::channel();
-    shard
-        .run_on(owner, move |_| {
-            let _ = tx.send(f());
-        })
-        .await;
-    rx.await.ok()
-}
-
-/// `POST /hubs/{hub}?id=…`: data from a Server-Sent Events or long-polling client.
-pub async fn send(
-    shard: &Rc<Shard>,
-    req: Request<Incoming>,
-    hub: &HubDef,
-    id: &str,
-    query: Option<&str>,
-) -> Result<Response<Body>, HttpFault> {
-    let token = endpoint::token(shard, hub, id).ok_or(HttpFault::ConnectionNotFound)?;
-    let timeout = Duration::from_millis(shard.node.config.server.body_timeout_ms);
-    let owner = match shard.node.registry.state(token.id) {
-        IdState::Ended => return Err(HttpFault::ConnectionNotFound),
-        IdState::Active {
-            transport: TransportKind::WebSockets,
-            ..
-        } => return Err(HttpFault::PostOnWebSocket),
-        IdState::Active { shard: owner, .. } => owner,
-        IdState::Unknown => {
-            // Held by another node of the cluster: the data goes there, piece by piece, in
-            // order.
-            if let Some(cluster) = &shard.node.cluster
-                && wait_for_remote(cluster, token.id).await
-            {
-                let mut body = TimedBody::new(req.into_body(), timeout);
-                while let Some(piece) = body.next().await? {
-                    cluster.forward(hub.id, token.id, piece.to_vec());
-                }
-                return Ok(status(StatusCode::OK));
-            }
-            // A long-polling client may post its handshake before its first poll.
-            if !hub.transports.contains(&TransportKind::LongPolling) {
-                return Err(HttpFault::ConnectionNotFound);
-            }
-            longpoll::start(shard, hub, req.headers(), query, id)?;
-            shard.id
-        }
-    };
-    let id = token.id;
-    on_owner(shard, owner, move || posting(id, true))
-        .await
-        .unwrap_or(Err(HttpFault::ConnectionNotFound))?;
-    let mut body = TimedBody::new(req.into_body(), timeout);
-    let outcome = async {
-        while let Some(piece) = body.next().await? {
-            let (tx, rx) = oneshot::channel();
-            shard
-                .run_on(owner, move |_| {
-                    tokio::task::spawn_local(async move {
-                        let _ = tx.send(receive(id, piece, true).await);
-                    });
-                })
-                .await;
-            rx.await.unwrap_or(Err(HttpFault::ConnectionNotFound))?;
-        }
-        Ok(())
-    }
-    .await;
-    on_owner(shard, owner, move || posting(id, false)).await;
-    outcome.map(|()| status(StatusCode::OK))
-}
-
-/// How long a POST for an unknown id waits to learn that another node holds the connection
-/// (a Server-Sent Events client posts its handshake as soon as its stream opens, possibly
-/// before this node has read the other node's announcement).
-const REMOTE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Whether another node holds connection `id`, waiting up to [`REMOTE_WAIT`] to find out.
-async fn wait_for_remote(cluster: &crate::backplane::Cluster, id: ConnectionId) -> bool {
-    let deadline = Instant::now() + REMOTE_WAIT;
-    loop {
-        if cluster.locate(id).is_some() {
-            return true;
-        }
-        if Instant::now() >= deadline || !cluster.is_up() {
-            return false;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-}
-
-/// Data a client POSTed to another node of the cluster, fed to its session here, in the
-/// order the other node forwarded it (the caller waits for each before the next).
-pub async fn receive_forwarded(node: &crate::hub::Node, id: ConnectionId, payload: Vec<u8>) {
-    let IdState::Active { shard, transport } = node.registry.state(id) else {
-        return;
-    };
-    if transport == TransportKind::WebSockets {
-        return;
-    }
-    let (tx, rx) = oneshot::channel();
-    let task = move |_: &Rc<Shard>| {
-        tokio::task::spawn_local(async move {
-            // Not held back by the connection's queue: the backplane's reader waits for
-            // this, and must not wait for one client.
-            let _ = tx.send(receive(id, Bytes::from(payload), false).await);
-        });
-    };
-    node.inbox(shard)
-        .send(crate::hub::ShardMsg::Run(crate::hub::node::Task(Box::new(
-            task,
-        ))))
-        .await;
-    if let Ok(Err(e)) = rx.await {
-        tracing::debug!(connection = %id, "forwarded data refused: {e}");
     }
 }

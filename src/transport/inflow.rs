@@ -18,8 +18,8 @@ use std::future::poll_fn;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-pub use crate::hub::connection::Pause;
 use crate::hub::{Connection, Shard};
+pub use crate::metrics::Pause;
 
 /// Whether Herald may read from `conn` now; `has_partial` says whether its session holds an
 /// unfinished message. Records pauses and resumptions (and their duration) in the metrics.

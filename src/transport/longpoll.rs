@@ -19,23 +19,12 @@ use tokio::sync::oneshot;
 
 use super::endpoint;
 use super::http::{Body, full, status};
-use super::http_conn::{self, HttpConn};
+use super::http_conn::{self, HttpConn, PollReply};
 use super::writer::take_queued;
 use crate::fault::{CloseReason, HttpFault};
 use crate::hub::definition::HubDef;
 use crate::hub::node::IdState;
 use crate::hub::{ConnectionId, Shard, TransportKind};
-
-/// How the owning shard answers a poll.
-#[derive(Debug)]
-pub enum PollReply {
-    /// Everything queued, in one body.
-    Data(Bytes),
-    /// Nothing within the poll timeout (or the first poll).
-    Empty,
-    /// The connection is over, or a newer poll took over: 204.
-    Gone,
-}
 
 fn reply(r: PollReply) -> Response<Body> {
     let mut response = match r {
@@ -70,8 +59,8 @@ fn take_all(hc: &HttpConn) -> Bytes {
 }
 
 /// A poll, on the owning shard.
-fn on_poll(id: ConnectionId, tx: oneshot::Sender<PollReply>) {
-    let Some(hc) = http_conn::get(id) else {
+fn on_poll(shard: &Shard, id: ConnectionId, tx: oneshot::Sender<PollReply>) {
+    let Some(hc) = http_conn::get(shard, id) else {
         let _ = tx.send(PollReply::Gone);
         return;
     };
@@ -132,7 +121,9 @@ pub async fn poll(
         }
     };
     let (tx, rx) = oneshot::channel();
-    shard.run_on(owner, move |_| on_poll(token.id, tx)).await;
+    shard
+        .run_on(owner, move |owner| on_poll(owner, token.id, tx))
+        .await;
     Ok(reply(rx.await.unwrap_or(PollReply::Gone)))
 }
 
@@ -178,17 +169,14 @@ pub async fn delete(
         }
         IdState::Ended | IdState::Unknown => return Err(HttpFault::ConnectionNotFound),
     };
-    let (tx, rx) = oneshot::channel::<()>();
     shard
-        .run_on(owner, move |_| {
-            if let Some(hc) = http_conn::get(token.id) {
+        .on_shard(owner, move |owner| {
+            if let Some(hc) = http_conn::get(owner, token.id) {
                 hc.conn.request_close(CloseReason::ClientClosed);
                 hc.finish();
             }
-            let _ = tx.send(());
         })
         .await;
-    let _ = rx.await;
     Ok(status(StatusCode::ACCEPTED))
 }
 

@@ -15,9 +15,6 @@ use super::http::{Body, full, status};
 use crate::fault::HttpFault;
 use crate::hub::Shard;
 
-/// The version of `@microsoft/signalr` vendored under `page/`.
-pub const SIGNALR_VERSION: &str = "10.0.11";
-
 /// One embedded file.
 struct Asset {
     /// Its name under `/page/` (the page itself: `index.html`, served at `/`).
@@ -176,6 +173,9 @@ fn serve(
 
 #[cfg(test)]
 mod tests {
+    /// The version of `@microsoft/signalr` vendored under `page/` (its files are named with it).
+    const SIGNALR_VERSION: &str = "10.0.11";
+
     use super::*;
 
     fn text(name: &str) -> &'static str {

@@ -60,19 +60,18 @@ pub fn load(config: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
 pub struct Tls {
     files: TlsConfig,
     current: RwLock<Arc<ServerConfig>>,
-    /// Reloads that swapped the configuration, and reloads that kept it (a broken file), so
-    /// an operator sees whether a SIGHUP took.
-    reloads: AtomicU64,
-    reload_failures: AtomicU64,
 }
+
+/// Reloads that swapped the configuration, and reloads that kept it (a broken file), so an
+/// operator sees whether a SIGHUP took. Process-wide: a process serves one TLS configuration.
+static RELOADS: AtomicU64 = AtomicU64::new(0);
+static RELOAD_FAILURES: AtomicU64 = AtomicU64::new(0);
 
 impl Tls {
     pub fn new(files: &TlsConfig) -> Result<Tls, TlsError> {
         Ok(Tls {
             current: RwLock::new(load(files)?),
             files: files.clone(),
-            reloads: AtomicU64::new(0),
-            reload_failures: AtomicU64::new(0),
         })
     }
 
@@ -87,24 +86,26 @@ impl Tls {
     /// Reads the files again; on error the configuration in use stays.
     pub fn reload(&self) -> Result<(), TlsError> {
         let fresh = load(&self.files).inspect_err(|_| {
-            self.reload_failures.fetch_add(1, Ordering::Relaxed);
+            RELOAD_FAILURES.fetch_add(1, Ordering::Relaxed);
         })?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
-        self.reloads.fetch_add(1, Ordering::Relaxed);
+        RELOADS.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
+}
 
-    /// The reload counters' lines of the Prometheus exposition.
-    pub fn render(&self) -> String {
-        format!(
-            "# HELP herald_tls_reloads_total Certificate reloads (SIGHUP): ok swapped it in, error kept the one in use.\n\
+/// The reload counters' lines of the Prometheus exposition (for a node that serves TLS).
+pub fn render_metrics(out: &mut String) {
+    use std::fmt::Write;
+    let _ = write!(
+        out,
+        "# HELP herald_tls_reloads_total Certificate reloads (SIGHUP): ok swapped it in, error kept the one in use.\n\
              # TYPE herald_tls_reloads_total counter\n\
              herald_tls_reloads_total{{result=\"ok\"}} {}\n\
              herald_tls_reloads_total{{result=\"error\"}} {}\n",
-            self.reloads.load(Ordering::Relaxed),
-            self.reload_failures.load(Ordering::Relaxed)
-        )
-    }
+        RELOADS.load(Ordering::Relaxed),
+        RELOAD_FAILURES.load(Ordering::Relaxed)
+    );
 }
 
 /// A TLS error as an I/O error, for start-up.

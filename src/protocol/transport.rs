@@ -1,0 +1,51 @@
+//! The transports a SignalR client may use, as negotiate names them.
+
+/// How the connection's bytes travel; decides the wire form queued for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    WebSockets,
+    ServerSentEvents,
+    LongPolling,
+}
+
+impl TransportKind {
+    pub const ALL: [TransportKind; 3] = [
+        TransportKind::WebSockets,
+        TransportKind::ServerSentEvents,
+        TransportKind::LongPolling,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportKind::WebSockets => "websockets",
+            TransportKind::ServerSentEvents => "serversentevents",
+            TransportKind::LongPolling => "longpolling",
+        }
+    }
+
+    /// The name SignalR clients use in negotiate.
+    pub fn signalr_name(self) -> &'static str {
+        match self {
+            TransportKind::WebSockets => "WebSockets",
+            TransportKind::ServerSentEvents => "ServerSentEvents",
+            TransportKind::LongPolling => "LongPolling",
+        }
+    }
+
+    pub fn from_signalr_name(name: &str) -> Option<TransportKind> {
+        TransportKind::ALL
+            .into_iter()
+            .find(|t| t.signalr_name() == name)
+    }
+
+    /// Whether the transport carries binary (MessagePack); Server-Sent Events does not.
+    pub fn carries_binary(self) -> bool {
+        self != TransportKind::ServerSentEvents
+    }
+
+    /// Long polling keeps itself alive: no pings, and the poll timeout replaces the client
+    /// timeout.
+    pub fn inherent_keep_alive(self) -> bool {
+        self == TransportKind::LongPolling
+    }
+}
