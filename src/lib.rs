@@ -8,7 +8,7 @@
 //! | [`runtime`] | the composition root (TLS, backplane, node, listeners, in that order), shard threads, the io_uring and epoll backends, shutdown |
 //! | [`protocol`] | pure codecs: the SignalR handshake, JSON and MessagePack hub messages, the message stream, WebSocket frames, transport names |
 //! | [`transport`] | HTTP routing, negotiate, the WebSocket, Server-Sent Events and long-polling transports, TLS |
-//! | `web` | HTTP plumbing the transports and the REST API share: bodies, plain responses, query strings |
+//! | `web` | HTTP plumbing the router, the transports and the REST API share: bodies, responses, query strings, bearer tokens |
 //! | [`hub`] | hub definitions, connections, indexes, dispatcher, fan-out, presence; the node and its shards; the `Backplane` interface and the `local` backplane |
 //! | `api` | the server REST API (Azure SignalR data-plane compatible), as calls on the hub |
 //! | [`backplane`] | the `redis` backplane: envelopes over Redis Streams, the cluster directory |

@@ -1,12 +1,14 @@
-//! HTTP plumbing every HTTP surface shares — the transports and the REST API: the response
-//! body type, plain responses, query strings and path segments, bounded body reads. It imports
-//! none of those surfaces, so the router may import the API and the API this.
+//! HTTP plumbing every HTTP surface shares — the router, the transports and the REST API: the
+//! response body type, plain and JSON responses, caching headers, query strings, path
+//! segments, bearer tokens, bounded body reads. It imports none of those surfaces, so each of
+//! them may import it without importing another.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
@@ -173,4 +175,68 @@ pub async fn read_body(
         whole.extend_from_slice(&piece);
     }
     Ok(whole.freeze())
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(full(serde_json::to_vec(value).expect("JSON encodes")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Marks a response as never to be cached (event streams and poll answers).
+pub fn no_cache(headers: &mut http::HeaderMap) {
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store"),
+    );
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+/// The bearer token of a request: the `Authorization` header, or the `access_token` query
+/// parameter (browsers cannot set headers on WebSockets or EventSource).
+pub fn bearer_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    if let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let value = value.trim();
+        if value.len() > 7 && value[..7].eq_ignore_ascii_case("bearer ") {
+            return Some(value[7..].trim().to_string());
+        }
+    }
+    query_param(query, "access_token").map(Cow::into_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_queries_and_tokens() {
+        assert_eq!(decode_segment("a%20b+c").unwrap(), "a b+c");
+        assert!(decode_segment("%zz").is_err());
+        assert_eq!(
+            query_param(Some("hub=chat&id=x%2By"), "id").as_deref(),
+            Some("x+y")
+        );
+        assert_eq!(
+            query_params(Some("excluded=a&excluded=b"), "excluded"),
+            vec!["a", "b"]
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(bearer_token(&headers, None).as_deref(), Some("abc"));
+        assert_eq!(
+            bearer_token(&HeaderMap::new(), Some("access_token=t")).as_deref(),
+            Some("t")
+        );
+    }
 }

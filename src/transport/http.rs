@@ -2,13 +2,12 @@
 //! responses (the plumbing every HTTP surface shares is in [`crate::web`]). Requests that
 //! upgrade to WebSocket leave hyper and continue on the raw socket.
 
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -16,26 +15,16 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::admission::origin_allowed;
 use super::{endpoint, negotiate, page};
 use crate::api;
 use crate::fault::HttpFault;
 use crate::hub::Shard;
 use crate::metrics::Latency;
-pub use crate::web::{Body, TimedBody, decode_segment, empty, full, query_param, status};
+use crate::web::{Body, decode_segment, full, json, query_param, status};
 
 /// How long a client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A JSON response.
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(full(serde_json::to_vec(value).expect("JSON encodes")));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
 
 /// The response for a refused request: its status and a JSON error body.
 pub fn fault_response(shard: &Shard, fault: &HttpFault, head_only: bool) -> Response<Body> {
@@ -71,21 +60,6 @@ pub fn fault_response(shard: &Shard, fault: &HttpFault, head_only: bool) -> Resp
         headers.insert(header::ALLOW, allow);
     }
     response
-}
-
-/// The bearer token of a request: the `Authorization` header, or the `access_token` query
-/// parameter (browsers cannot set headers on WebSockets or EventSource).
-pub fn bearer_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    if let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        let value = value.trim();
-        if value.len() > 7 && value[..7].eq_ignore_ascii_case("bearer ") {
-            return Some(value[7..].trim().to_string());
-        }
-    }
-    query_param(query, "access_token").map(Cow::into_owned)
 }
 
 /// Serves HTTP/1.1 on one socket until the client leaves or the node shuts down.
@@ -259,16 +233,6 @@ async fn internal_route(shard: &Rc<Shard>, req: Request<Incoming>) -> Response<B
 }
 
 /// Whether browsers from `origin` may call Herald (`server.cors.allowed_origins`).
-pub fn origin_allowed(shard: &Shard, origin: &HeaderValue) -> bool {
-    let config = &shard.node.config.server.cors;
-    origin.to_str().is_ok_and(|o| {
-        config
-            .allowed_origins
-            .iter()
-            .any(|a| a == "*" || a.eq_ignore_ascii_case(o))
-    })
-}
-
 /// CORS for browsers: allowed origins are echoed with credentials allowed, because the
 /// SignalR browser client sends credentials by default. `preflight` holds the headers an
 /// OPTIONS request asked for.
@@ -339,15 +303,6 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Body> {
     response
 }
 
-/// Marks a response as never to be cached (event streams and poll answers).
-pub fn no_cache(headers: &mut http::HeaderMap) {
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-store"),
-    );
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-}
-
 /// Ready unless shutting down. A node whose Redis is away stays ready — it keeps serving its
 /// own clients and buffers cluster messages — and says so in the body, with the backplane's
 /// lag and backlog, for dashboards and alerts.
@@ -382,35 +337,14 @@ fn health(ok: bool) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::web::query_params;
 
     #[test]
-    fn paths_and_queries() {
+    fn paths() {
         assert_eq!(
             segments("/hubs/chat/negotiate"),
             vec!["hubs", "chat", "negotiate"]
         );
         assert_eq!(segments("/client/"), vec!["client"]);
         assert!(segments("/").is_empty());
-        assert_eq!(decode_segment("a%20b+c").unwrap(), "a b+c");
-        assert!(decode_segment("%zz").is_err());
-        assert_eq!(
-            query_param(Some("hub=chat&id=x%2By"), "id").as_deref(),
-            Some("x+y")
-        );
-        assert_eq!(
-            query_params(Some("excluded=a&excluded=b"), "excluded"),
-            vec!["a", "b"]
-        );
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer abc"),
-        );
-        assert_eq!(bearer_token(&headers, None).as_deref(), Some("abc"));
-        assert_eq!(
-            bearer_token(&HeaderMap::new(), Some("access_token=t")).as_deref(),
-            Some("t")
-        );
     }
 }

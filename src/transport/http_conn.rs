@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::endpoint::Accepted;
+use super::admission::Accepted;
 use super::session::Session;
 use crate::fault::CloseReason;
 use crate::hub::{Connection, ConnectionId, Encoded, Shard, TransportKind};

@@ -17,14 +17,14 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
-use super::endpoint;
-use super::http::{Body, full, status};
+use super::admission;
 use super::http_conn::{self, HttpConn, PollReply};
 use super::writer::take_queued;
 use crate::fault::{CloseReason, HttpFault};
 use crate::hub::definition::HubDef;
 use crate::hub::node::IdState;
 use crate::hub::{ConnectionId, Shard, TransportKind};
+use crate::web::{Body, full, status};
 
 fn reply(r: PollReply) -> Response<Body> {
     let mut response = match r {
@@ -40,7 +40,7 @@ fn reply(r: PollReply) -> Response<Body> {
         PollReply::Gone => status(StatusCode::NO_CONTENT),
     };
     let h = response.headers_mut();
-    super::http::no_cache(h);
+    crate::web::no_cache(h);
     h.insert(
         header::EXPIRES,
         HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
@@ -107,7 +107,7 @@ pub async fn poll(
     id: &str,
     query: Option<&str>,
 ) -> Result<Response<Body>, HttpFault> {
-    let token = endpoint::token(shard, hub, id).ok_or(HttpFault::ConnectionNotFound)?;
+    let token = admission::token(shard, hub, id).ok_or(HttpFault::ConnectionNotFound)?;
     let owner = match shard.node.registry.state(token.id) {
         IdState::Ended => return Ok(reply(PollReply::Gone)),
         IdState::Active {
@@ -136,8 +136,8 @@ pub fn start(
     query: Option<&str>,
     id: &str,
 ) -> Result<(), HttpFault> {
-    let accepted = endpoint::accept(shard, hub, headers, query, Some(id))?;
-    endpoint::claim(shard, &accepted, TransportKind::LongPolling)?;
+    let accepted = admission::accept(shard, hub, headers, query, Some(id))?;
+    admission::claim(shard, &accepted, TransportKind::LongPolling)?;
     let hc = http_conn::create(shard, accepted, TransportKind::LongPolling);
     tokio::task::spawn_local(drive(hc));
     Ok(())
@@ -149,7 +149,7 @@ pub async fn delete(
     hub: &HubDef,
     id: &str,
 ) -> Result<Response<Body>, HttpFault> {
-    let token = endpoint::token(shard, hub, id).ok_or(HttpFault::ConnectionNotFound)?;
+    let token = admission::token(shard, hub, id).ok_or(HttpFault::ConnectionNotFound)?;
     let owner = match shard.node.registry.state(token.id) {
         IdState::Active {
             transport: TransportKind::LongPolling,

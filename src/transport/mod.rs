@@ -4,6 +4,7 @@
 //! Sent Events and long polling serve a connection over several requests, whose state
 //! (`http_conn`) hangs on the connection, and take what clients send in POSTs (`post`).
 
+pub(crate) mod admission;
 pub mod config;
 pub mod connection_token;
 pub(crate) mod endpoint;

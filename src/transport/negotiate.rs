@@ -12,13 +12,13 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::connection_token::ConnectionToken;
-use super::http::{Body, bearer_token};
 use crate::config::HubAuth;
 use crate::fault::HttpFault;
 use crate::hub::definition::HubDef;
 use crate::hub::{ConnectionId, Node, Shard};
 use crate::identity::jwt;
 use crate::identity::{Principal, Role};
+use crate::web::{Body, bearer_token};
 
 /// The highest negotiate version Herald speaks.
 const MAX_NEGOTIATE_VERSION: u32 = 1;
@@ -166,7 +166,7 @@ pub fn negotiate(
     if stateful {
         body["useStatefulReconnect"] = json!(true);
     }
-    let mut response = super::http::json(StatusCode::OK, &body);
+    let mut response = crate::web::json(StatusCode::OK, &body);
     response.headers_mut().insert(
         http::header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-cache, no-store"),

@@ -11,9 +11,9 @@
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 
-use super::http::{Body, full, status};
 use crate::fault::HttpFault;
 use crate::hub::Shard;
+use crate::web::{Body, full, status};
 
 /// One embedded file.
 struct Asset {

@@ -17,8 +17,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
-use super::endpoint;
-use super::http::{Body, TimedBody, status};
+use super::admission;
 use super::http_conn::{HttpConn, get};
 use super::inflow;
 use super::longpoll;
@@ -27,6 +26,7 @@ use crate::hub::connection::Attachment;
 use crate::hub::definition::HubDef;
 use crate::hub::node::IdState;
 use crate::hub::{ConnectionId, Shard, TransportKind};
+use crate::web::{Body, TimedBody, status};
 
 impl Attachment for HttpConn {
     fn receive_forwarded(self: Rc<Self>, payload: Bytes) -> Pin<Box<dyn Future<Output = ()>>> {
@@ -101,7 +101,7 @@ pub async fn send(
     id: &str,
     query: Option<&str>,
 ) -> Result<Response<Body>, HttpFault> {
-    let token = endpoint::token(shard, hub, id).ok_or(HttpFault::ConnectionNotFound)?;
+    let token = admission::token(shard, hub, id).ok_or(HttpFault::ConnectionNotFound)?;
     let timeout = Duration::from_millis(shard.node.config.server.body_timeout_ms);
     let owner = match shard.node.registry.state(token.id) {
         IdState::Ended => return Err(HttpFault::ConnectionNotFound),

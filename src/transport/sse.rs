@@ -15,13 +15,13 @@ use http::{Request, Response};
 use http_body::Frame;
 use hyper::body::Incoming;
 
-use super::endpoint;
-use super::http::Body;
+use super::admission;
 use super::http_conn::{self, HttpConn};
 use super::writer::take_queued;
 use crate::fault::{CloseReason, HttpFault};
 use crate::hub::definition::HubDef;
 use crate::hub::{Shard, TransportKind};
+use crate::web::Body;
 
 /// Appends `payload` as one event: each line (split at `\n`, a trailing `\r` dropped) becomes
 /// `data: <line>\r\n`, and a blank line ends the event.
@@ -43,8 +43,8 @@ pub fn start(
     id: &str,
     query: Option<&str>,
 ) -> Result<Response<Body>, HttpFault> {
-    let accepted = endpoint::accept(shard, hub, req.headers(), query, Some(id))?;
-    endpoint::claim(shard, &accepted, TransportKind::ServerSentEvents)?;
+    let accepted = admission::accept(shard, hub, req.headers(), query, Some(id))?;
+    admission::claim(shard, &accepted, TransportKind::ServerSentEvents)?;
     let hc = http_conn::create(shard, accepted, TransportKind::ServerSentEvents);
     let body = Stream {
         hc,
@@ -57,7 +57,7 @@ pub fn start(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
     );
-    super::http::no_cache(h);
+    crate::web::no_cache(h);
     h.insert(
         header::CONTENT_ENCODING,
         HeaderValue::from_static("identity"),

@@ -24,8 +24,7 @@ use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use super::endpoint::{self, Accepted};
-use super::http::{Body, empty};
+use super::admission::{self, Accepted};
 use super::inflow;
 use super::session::Session;
 use super::writer::poll_write_queue;
@@ -34,6 +33,7 @@ use crate::hub::definition::HubDef;
 use crate::hub::{Connection, Encoded, Shard, TransportKind};
 use crate::protocol::HubMessage;
 use crate::protocol::frame::{self, Decoder, Event, OpCode};
+use crate::web::{Body, empty};
 
 const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -100,8 +100,8 @@ where
             "Sec-WebSocket-Key is missing or malformed",
         ))?
         .clone();
-    let accepted = endpoint::accept(shard, hub, headers, query, id)?;
-    let resume = match endpoint::claim(shard, &accepted, TransportKind::WebSockets) {
+    let accepted = admission::accept(shard, hub, headers, query, id)?;
+    let resume = match admission::claim(shard, &accepted, TransportKind::WebSockets) {
         Ok(()) => None,
         // A stateful connection's WebSocket coming back: served through a relay to the
         // shard that holds the connection.
