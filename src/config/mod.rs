@@ -268,13 +268,13 @@ impl Config {
         Ok(())
     }
 
-    /// The listen address, resolved (validated by [`Config::validate`]).
-    pub fn listen_addr(&self) -> SocketAddr {
+    /// The listen address, resolved.
+    pub fn listen_addr(&self) -> Result<SocketAddr, Invalid> {
         self.server.listen_addr()
     }
 
     /// The internal listener's address, if one is set.
-    pub fn internal_addr(&self) -> Option<SocketAddr> {
+    pub fn internal_addr(&self) -> Result<Option<SocketAddr>, Invalid> {
         self.server.internal_addr()
     }
 
@@ -307,7 +307,7 @@ mod tests {
         let config = Config::from_toml("[server]\ninternal_listen = \"127.0.0.1:9090\"\n").unwrap();
         config.validate().unwrap();
         assert_eq!(
-            config.internal_addr(),
+            config.internal_addr().unwrap(),
             Some("127.0.0.1:9090".parse().unwrap())
         );
         assert!(!config.server.public_metrics());

@@ -195,9 +195,9 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let listeners = bind(config.listen_addr(), shards, config.server.listen_backlog)?;
+    let listeners = bind(config.listen_addr()?, shards, config.server.listen_backlog)?;
     let addr = listeners[0].local_addr()?;
-    let mut internal = config.internal_addr().map(bind_internal).transpose()?;
+    let mut internal = config.internal_addr()?.map(bind_internal).transpose()?;
     let internal_addr = internal.as_ref().map(StdListener::local_addr).transpose()?;
     let drain = Duration::from_millis(config.server.shutdown_drain_ms);
     if config.auth.access_key == crate::config::DEVELOPMENT_ACCESS_KEY {

@@ -112,16 +112,21 @@ impl ServerConfig {
         self.cors.validate()
     }
 
-    /// The address to listen on, resolved (see [`resolve_listen`]); validation has checked
-    /// that it resolves.
-    pub fn listen_addr(&self) -> SocketAddr {
-        resolve_listen(&self.listen).expect("validated listen address")
+    /// The address to listen on, resolved (see [`resolve_listen`]). Validation has checked
+    /// that it resolves, but a host name is resolved again here and may have stopped
+    /// resolving since: that is an error, not a panic.
+    pub fn listen_addr(&self) -> Result<SocketAddr, Invalid> {
+        resolve_listen(&self.listen).map_err(|reason| Invalid::new("server.listen", reason))
     }
 
-    /// The internal listener's address, if one is set (validated like `listen`).
-    pub fn internal_addr(&self) -> Option<SocketAddr> {
-        (!self.internal_listen.is_empty())
-            .then(|| resolve_listen(&self.internal_listen).expect("validated internal address"))
+    /// The internal listener's address, if one is set (resolved like `listen`).
+    pub fn internal_addr(&self) -> Result<Option<SocketAddr>, Invalid> {
+        if self.internal_listen.is_empty() {
+            return Ok(None);
+        }
+        resolve_listen(&self.internal_listen)
+            .map(Some)
+            .map_err(|reason| Invalid::new("server.internal_listen", reason))
     }
 
     /// Whether the public address serves `/metrics`: always without an internal listener
