@@ -111,21 +111,13 @@ fn unknown_environment_variables_are_warnings() {
         stderr.contains("did you mean HERALD_SERVER_LISTEN?"),
         "{stderr}"
     );
-    let mut child = Command::new(herald_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1"])
-        .env("HERALD_PORT", "tcp://10.0.0.1:5000")
-        .env("HERALD_SERVICE_PORT", "5000")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert!(line.starts_with("herald listening on"), "{line:?}");
+    let (mut child, _) = serve_until_listening_with(
+        &["--listen", "127.0.0.1:0", "--shards", "1"],
+        &[
+            ("HERALD_PORT", "tcp://10.0.0.1:5000"),
+            ("HERALD_SERVICE_PORT", "5000"),
+        ],
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -145,10 +137,19 @@ fn token_prints_only_a_token() {
 
 /// Starts `herald serve ARGS` and returns it with its "herald listening on …" line.
 fn serve_until_listening(args: &[&str]) -> (std::process::Child, String) {
+    serve_until_listening_with(args, &[])
+}
+
+/// [`serve_until_listening`] with environment variables set for it.
+fn serve_until_listening_with(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, String) {
     let mut child = Command::new(herald_bin())
         .arg("serve")
         .args(args)
         .env("RUST_LOG", "error")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

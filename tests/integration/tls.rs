@@ -93,7 +93,12 @@ async fn tls_metric(server: &Server, trusted: &CertificateDer<'static>, name: &s
     samples.iter().sum()
 }
 
-async fn https_and_wss_with_reload(io: &'static str) {
+/// The plain-HTTP line of `herald_tls_handshake_failures_total`.
+const PLAIN_HTTP_FAILURES: &str = "herald_tls_handshake_failures_total{reason=\"plain_http\"}";
+
+/// A server on `io` with a fresh self-signed certificate for `localhost`: its files' folder,
+/// the certificate to trust, and the server.
+fn tls_server(io: &'static str) -> (TempDir, CertificateDer<'static>, Server) {
     let dir = TempDir::new();
     let (cert, key, der) = certificate();
     write(&dir.0, &cert, &key);
@@ -103,6 +108,11 @@ async fn https_and_wss_with_reload(io: &'static str) {
         dir.0.join("key.pem").display()
     );
     let server = Server::builder(io).config(&config).start();
+    (dir, der, server)
+}
+
+async fn https_and_wss_with_reload(io: &'static str) {
+    let (dir, der, server) = tls_server(io);
     assert!(server.url("").starts_with("http://"));
 
     // The official client over https/wss, trusting the certificate (alone on the hub, as the
@@ -218,33 +228,11 @@ async fn https_and_wss_with_reload(io: &'static str) {
 }
 both_backends!(https_and_wss_with_reload);
 
-/// `herald_tls_handshake_failures_total{reason=…}`, read over HTTPS.
-async fn tls_failures(server: &Server, trusted: &CertificateDer<'static>, reason: &str) -> u64 {
-    let prefix = format!("herald_tls_handshake_failures_total{{reason=\"{reason}\"}} ");
-    let text = https(server, trusted, "GET", "/metrics")
-        .await
-        .unwrap()
-        .text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
-        .parse()
-        .unwrap()
-}
-
 /// Plain HTTP to the TLS port gets 400 and a hint, as from nginx, and is counted; TLS
 /// clients on the same port are served as before.
 async fn plain_http_on_the_tls_port_gets_a_hint(io: &'static str) {
-    let dir = TempDir::new();
-    let (cert, key, der) = certificate();
-    write(&dir.0, &cert, &key);
-    let config = format!(
-        "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-        dir.0.join("cert.pem").display(),
-        dir.0.join("key.pem").display()
-    );
-    let server = Server::builder(io).config(&config).start();
-    let before = tls_failures(&server, &der, "plain_http").await;
+    let (_dir, der, server) = tls_server(io);
+    let before = tls_metric(&server, &der, PLAIN_HTTP_FAILURES).await;
 
     let res = crate::support::http(server.addr, "GET", "/healthz", &[], b"").await;
     assert_eq!(res.status, 400);
@@ -257,7 +245,7 @@ async fn plain_http_on_the_tls_port_gets_a_hint(io: &'static str) {
     assert_eq!(res.header("connection"), Some("close"));
     crate::support::eventually("the plain HTTP request to be counted", || {
         let (server, der) = (&server, &der);
-        async move { tls_failures(server, der, "plain_http").await == before + 1 }
+        async move { tls_metric(server, der, PLAIN_HTTP_FAILURES).await == before + 1.0 }
     })
     .await;
     assert_eq!(
