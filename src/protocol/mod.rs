@@ -6,6 +6,9 @@
 //! frames its fan-out messages once with the WebSocket codec, and transports read frames
 //! with it, so neither imports the other.
 
+// The codecs are the pieces other crates (the load generator, the fuzz targets) build on.
+#![warn(missing_docs)]
+
 pub mod frame;
 pub mod handshake;
 pub mod json;
