@@ -155,7 +155,7 @@ impl HttpFault {
         }
     }
 
-    /// The JSON error body (Azure SignalR's ErrorDetail shape).
+    /// The JSON error body (Azure SignalR's `ErrorDetail` shape).
     pub fn body(&self) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({
             "code": self.code(),

@@ -48,13 +48,13 @@ struct ServeArgs {
     #[arg(long, env = "HERALD_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on, IP:PORT or HOST:PORT (port 0 picks a free port); env
-    /// HERALD_SERVER_LISTEN.
+    /// `HERALD_SERVER_LISTEN`.
     #[arg(long)]
     listen: Option<String>,
-    /// Shard threads (0 = one per core); env HERALD_SERVER_SHARDS.
+    /// Shard threads (0 = one per core); env `HERALD_SERVER_SHARDS`.
     #[arg(long)]
     shards: Option<usize>,
-    /// I/O backend; env HERALD_SERVER_IO.
+    /// I/O backend; env `HERALD_SERVER_IO`.
     #[arg(long, value_parser = ["auto", "uring", "epoll"])]
     io: Option<String>,
 }

@@ -18,7 +18,7 @@ pub struct ServerSample {
 }
 
 impl ServerSample {
-    /// Reads /proc/PID/stat (user + system time) and /proc/PID/status (VmRSS).
+    /// Reads /proc/PID/stat (user + system time) and /proc/PID/status (`VmRSS`).
     pub fn read(pid: u32) -> anyhow::Result<ServerSample> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
         // Fields after the command name, which may contain spaces, start after ')'.

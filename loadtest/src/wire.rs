@@ -129,18 +129,18 @@ pub fn dechunk(raw: &mut Vec<u8>, left: &mut usize, out: &mut Vec<u8>) -> Result
 pub struct Stamp {
     pub publisher: u32,
     pub seq: u64,
-    /// CLOCK_MONOTONIC nanoseconds at send (the clock every process on the machine shares).
+    /// `CLOCK_MONOTONIC` nanoseconds at send (the clock every process on the machine shares).
     pub sent_ns: u64,
 }
 
-/// Nanoseconds on CLOCK_MONOTONIC.
+/// Nanoseconds on `CLOCK_MONOTONIC`.
 pub fn now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: a valid clock id and a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

@@ -425,7 +425,7 @@ fn write_header(opcode: OpCode, len: usize, dst: &mut [u8; MAX_HEADER]) -> usize
         dst[8] = first;
         dst[9] = len as u8;
         2
-    } else if len <= u16::MAX as usize {
+    } else if u16::try_from(len).is_ok() {
         dst[6] = first;
         dst[7] = 126;
         dst[8..10].copy_from_slice(&(len as u16).to_be_bytes());

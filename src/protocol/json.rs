@@ -246,7 +246,7 @@ pub fn encode_send(target: &str, arguments: &[Value], out: &mut Vec<u8>) {
 }
 
 fn field_str(out: &mut Vec<u8>, name: &str, value: &str) {
-    field_value(out, name, value)
+    field_value(out, name, value);
 }
 
 fn field_value<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, name: &str, value: &T) {

@@ -24,7 +24,7 @@ pub enum Value {
     Bool(bool),
     /// Every integer that fits an i64.
     Int(i64),
-    /// Integers above i64::MAX.
+    /// Integers above `i64::MAX`.
     UInt(u64),
     /// A float (from MessagePack: JSON numbers that are not 64-bit integers keep their text).
     Float(f64),
@@ -196,7 +196,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 }
 
-/// The key under which serde_json (with `arbitrary_precision`) passes a number's text, and
+/// The key under which `serde_json` (with `arbitrary_precision`) passes a number's text, and
 /// takes text to write as a number.
 const NUMBER_TOKEN: &str = "$serde_json::private::Number";
 
@@ -205,7 +205,7 @@ const NUMBER_TOKEN: &str = "$serde_json::private::Number";
 pub struct JsonNumber(Box<str>);
 
 impl JsonNumber {
-    /// `text` if it is a JSON number (RFC 8259 §6). serde_json hands over only numbers it
+    /// `text` if it is a JSON number (RFC 8259 §6). `serde_json` hands over only numbers it
     /// scanned, but a client can send an object that looks like its carrier, and its text
     /// would be written out raw.
     pub fn new(text: impl Into<Box<str>>) -> Option<JsonNumber> {
@@ -225,7 +225,7 @@ impl JsonNumber {
 }
 
 impl Serialize for JsonNumber {
-    /// Raw, through serde_json's number token; only JSON serializers meet a `Value`.
+    /// Raw, through `serde_json`'s number token; only JSON serializers meet a `Value`.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut number = s.serialize_struct(NUMBER_TOKEN, 1)?;
         number.serialize_field(NUMBER_TOKEN, &*self.0)?;
@@ -271,7 +271,7 @@ fn is_json_number(t: &[u8]) -> bool {
 /// The MessagePack timestamp extension (32, 64 or 96 bits) as an RFC 3339 UTC string.
 fn timestamp(data: &[u8]) -> Option<String> {
     let (secs, nanos): (i64, u32) = match data.len() {
-        4 => (u32::from_be_bytes(data.try_into().ok()?) as i64, 0),
+        4 => (i64::from(u32::from_be_bytes(data.try_into().ok()?)), 0),
         8 => {
             let v = u64::from_be_bytes(data.try_into().ok()?);
             ((v & 0x3_ffff_ffff) as i64, (v >> 34) as u32)

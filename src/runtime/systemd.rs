@@ -73,7 +73,7 @@ impl Notifier {
     }
 }
 
-/// How often to send `WATCHDOG=1`: half the watchdog timeout, as sd_watchdog_enabled(3)
+/// How often to send `WATCHDOG=1`: half the watchdog timeout, as `sd_watchdog_enabled(3)`
 /// advises, when `WATCHDOG_USEC` is set and `WATCHDOG_PID`, if set, is this process (a
 /// watchdog meant for a parent that runs Herald as a child is not Herald's to feed).
 pub fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, me: u32) -> Option<Duration> {

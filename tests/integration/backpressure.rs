@@ -179,7 +179,7 @@ async fn an_oversized_message_in_a_batch_ends_only_its_connection(io: &'static s
                     match v["type"].as_i64() {
                         Some(7) => close = Some(v),
                         Some(1) if v["target"] == "broadcastMessage" => {
-                            received.push(v["arguments"][1].clone())
+                            received.push(v["arguments"][1].clone());
                         }
                         _ => {}
                     }

@@ -87,7 +87,7 @@ fn serve_refuses_bad_config_and_the_public_key_off_loopback() {
     );
 }
 
-/// Variables a platform sets (Kubernetes: HERALD_PORT, HERALD_SERVICE_HOST… for a Service
+/// Variables a platform sets (Kubernetes: `HERALD_PORT`, `HERALD_SERVICE_HOST`… for a Service
 /// named `herald`) do not stop Herald: they are named in a warning, the nearest key with a
 /// typo's.
 #[test]

@@ -551,12 +551,12 @@ async fn a_killed_node_is_mourned() {
         gone.push(args);
     }
     let mut ids: Vec<&str> = gone.iter().map(|a| a[0].as_str().unwrap()).collect();
-    ids.sort();
+    ids.sort_unstable();
     let mut expected = vec![carol.connection_id.as_str(), carol2.connection_id.as_str()];
-    expected.sort();
+    expected.sort_unstable();
     assert_eq!(ids, expected);
     let mut counts_seen: Vec<i64> = gone.iter().map(|a| a[2].as_i64().unwrap()).collect();
-    counts_seen.sort();
+    counts_seen.sort_unstable();
     assert_eq!(counts_seen, vec![2, 3]);
     let user = gone
         .iter()

@@ -96,13 +96,13 @@ async fn javascript_burst(io: &'static str, protocol: &'static str, transport: &
         &[transport, protocol],
         "@microsoft/signalr burst",
     )
-    .await
+    .await;
 }
 
 async fn javascript(io: &'static str, protocol: &'static str, transport: &'static str) {
     let (alice, carol) = (token(&["--user", "alice"]), token(&["--user", "carol"]));
     let args = [alice.as_str(), carol.as_str(), protocol, transport];
-    node_script(io, "chat.mjs", &args, "@microsoft/signalr chat scenario").await
+    node_script(io, "chat.mjs", &args, "@microsoft/signalr chat scenario").await;
 }
 
 /// Runs `node tests/compat/SCRIPT BASE_URL ARGS…` against a fresh server on `io`.

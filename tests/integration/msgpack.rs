@@ -55,7 +55,7 @@ impl MsgPack {
                 Some(Ok(Message::Text(t))) => {
                     panic!("a MessagePack connection got a text frame: {t}")
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return None,
                 Some(Ok(_)) => {}
             }
         }

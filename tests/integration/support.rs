@@ -72,10 +72,12 @@ impl Drop for TempDir {
 fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
+    let t = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos(),
+    );
     t ^ (N.fetch_add(1, Ordering::Relaxed) << 32)
 }
 
@@ -157,7 +159,7 @@ pub fn token(args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("herald token runs");
-    assert!(out.status.success(), "herald token failed: {:?}", out);
+    assert!(out.status.success(), "herald token failed: {out:?}");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -524,7 +526,7 @@ impl Client {
         loop {
             match tokio::time::timeout(Duration::from_secs(10), self.ws.next()).await {
                 Err(_) => panic!("nothing received within 10 s"),
-                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(None | Some(Err(_))) => return None,
                 Ok(Some(Ok(Message::Text(t)))) => return Some(t.to_string()),
                 Ok(Some(Ok(Message::Close(_)))) => return None,
                 Ok(Some(Ok(_))) => continue,
@@ -615,7 +617,7 @@ pub async fn metric(server: &Server, prefix: &str) -> f64 {
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    Fut: Future<Output = bool>,
 {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
