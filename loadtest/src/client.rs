@@ -412,13 +412,12 @@ impl ReadSide {
                         .push(event)
                         .map_err(|e| ClientError::Protocol(e.to_string()))?;
                     match event {
-                        None => {}
                         Some(Event::Data { payload, .. }) => {
                             each(&payload).map_err(ClientError::Protocol)?;
                         }
                         Some(Event::Close { .. }) => return Err(ClientError::Closed),
                         // The server does not ping WebSocket clients at the frame level.
-                        Some(Event::Ping(_) | Event::Pong) => {}
+                        None | Some(Event::Ping(_) | Event::Pong) => {}
                     }
                 }
                 Ok(())

@@ -225,9 +225,9 @@ impl ThreadStats {
 /// `Running` and stops at `Draining`; connections close at `Done`.
 pub fn run(
     plan: Plan,
-    target: Target,
-    phase: watch::Receiver<Phase>,
-    ready: std::sync::mpsc::Sender<()>,
+    target: &Target,
+    phase: &watch::Receiver<Phase>,
+    ready: &std::sync::mpsc::Sender<()>,
 ) -> Outcome {
     let mine = plan.mine();
     let threads = plan.threads.max(1);

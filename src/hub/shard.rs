@@ -633,7 +633,7 @@ impl Shard {
     }
 
     /// Asks every connection to close with `reason`.
-    pub fn close_all(&self, reason: CloseReason) {
+    pub fn close_all(&self, reason: &CloseReason) {
         let conns: Vec<Rc<Connection>> = self.state.borrow().conns.values().cloned().collect();
         for conn in conns {
             conn.request_close(reason.clone());

@@ -147,7 +147,10 @@ mod tests {
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn claims(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
+        let Value::Object(claims) = v else {
+            panic!("claims are a JSON object")
+        };
+        claims
     }
 
     #[test]

@@ -91,13 +91,12 @@ impl<T: Into<Value>> From<Option<T>> for Value {
 impl Serialize for Value {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            Value::Null => s.serialize_unit(),
             Value::Bool(b) => s.serialize_bool(*b),
             Value::Int(n) => s.serialize_i64(*n),
             Value::UInt(n) => s.serialize_u64(*n),
             Value::Float(f) if f.is_finite() => s.serialize_f64(*f),
             // JSON has no NaN or infinity; ASP.NET would fail, Herald sends null.
-            Value::Float(_) => s.serialize_unit(),
+            Value::Null | Value::Float(_) => s.serialize_unit(),
             Value::Number(n) => n.serialize(s),
             Value::Str(v) => s.serialize_str(v),
             Value::Bin(b) => s.serialize_str(&STANDARD.encode(b)),

@@ -11,7 +11,7 @@
 pub mod systemd;
 pub(crate) mod uring;
 
-use std::io;
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -283,7 +283,6 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         "herald listening on {scheme}://{addr} (io={}, shards={shards}{internal_note})",
         backend.name()
     );
-    use std::io::Write;
     let _ = io::stdout().flush();
     tracing::info!(%addr, io = backend.name(), shards, "herald is serving");
     let notifier = systemd::Notifier::from_env().map(Arc::new);
@@ -565,7 +564,7 @@ async fn drain_shard(shard: &Rc<Shard>, drain: Duration) {
     let deadline = Instant::now() + drain;
     loop {
         // Again each turn: a connection whose upgrade was under way may have joined since.
-        shard.close_all(CloseReason::ServerShutdown);
+        shard.close_all(&CloseReason::ServerShutdown);
         if (shard.connection_count() == 0 && shard.http_connections() == 0)
             || Instant::now() >= deadline
         {

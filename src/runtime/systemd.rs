@@ -138,6 +138,8 @@ async fn shards_answer(node: &Node, within: Duration) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::os::linux::net::SocketAddrExt;
+
     use super::*;
 
     #[test]
@@ -167,7 +169,6 @@ mod tests {
         assert_eq!(&buf[..n], b"READY=1\nSTATUS=hello");
         std::fs::remove_dir_all(&dir).unwrap();
 
-        use std::os::linux::net::SocketAddrExt;
         let name = format!("herald-notify-test-{}", std::process::id());
         let listener =
             UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap();

@@ -149,11 +149,11 @@ where
     } else {
         match segs.as_slice() {
             ["hubs", hub, "negotiate"] => match decode_segment(hub) {
-                Ok(hub) => negotiate::negotiate(shard, req, &hub),
+                Ok(hub) => negotiate::negotiate(shard, &req, &hub),
                 Err(e) => Err(e),
             },
             ["client", "negotiate"] => match query_param(query.as_deref(), "hub") {
-                Some(hub) => negotiate::negotiate(shard, req, &hub),
+                Some(hub) => negotiate::negotiate(shard, &req, &hub),
                 None => Err(HttpFault::InvalidParameter(
                     "hub",
                     "the hub query parameter is required".into(),

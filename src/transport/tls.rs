@@ -110,7 +110,7 @@ pub fn render_metrics(out: &mut String) {
 
 /// A TLS error as an I/O error, for start-up.
 pub fn io_error(e: TlsError) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, e.to_string())
+    io::Error::new(io::ErrorKind::InvalidInput, e)
 }
 
 /// The first byte of every TLS connection: the content type of a handshake record.

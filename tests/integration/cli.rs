@@ -1,5 +1,6 @@
 //! The command line: config check/default, token, and start-up errors.
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use crate::support::{TempDir, herald_bin};
@@ -292,7 +293,6 @@ fn fresh_secrets_for_a_new_deployment() {
     assert!(out.status.success(), "{out:?}");
     let written = std::fs::read_to_string(&file).unwrap();
     assert_ne!(key_of(&written), key_of(&shipped));
-    use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
         0o600

@@ -690,6 +690,7 @@ async fn rediss_with_a_private_ca_and_client_certificates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_token_starts_one_connection_in_the_cluster() {
+    use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::{connect_async, tungstenite::Error};
     let redis = Redis::start();
     let nodes = cluster(&[&redis], 2);
@@ -697,7 +698,6 @@ async fn a_connection_token_starts_one_connection_in_the_cluster() {
     let path = format!("/hubs/chat?id={token}");
     let (mut first, _) = connect_async(nodes[0].ws_url(&path)).await.unwrap();
     // Connections are announced to the cluster once their handshake is done.
-    use futures_util::{SinkExt, StreamExt};
     first
         .send(tokio_tungstenite::tungstenite::Message::text(
             "{\"protocol\":\"json\",\"version\":1}\u{1e}",

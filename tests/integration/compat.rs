@@ -152,7 +152,7 @@ impl Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let pipes: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> =
-            Default::default();
+            std::sync::Arc::default();
         let list = pipes.clone();
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -272,10 +274,10 @@ pub async fn http(
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+        write!(req, "{k}: {v}\r\n").unwrap();
     }
     if !body.is_empty() || method == "POST" || method == "PUT" {
-        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        write!(req, "Content-Length: {}\r\n", body.len()).unwrap();
     }
     req.push_str("\r\n");
     stream.write_all(req.as_bytes()).await.unwrap();
@@ -392,7 +394,7 @@ pub struct Client {
     pub ws: AnyWs,
     pub connection_id: String,
     /// Messages received but not yet taken.
-    pub inbox: std::collections::VecDeque<Value>,
+    pub inbox: VecDeque<Value>,
     next_id: u64,
 }
 
@@ -469,7 +471,7 @@ impl Client {
             Ok((ws, _)) => Ok(Client {
                 ws: AnyWs::Plain(ws),
                 connection_id,
-                inbox: Default::default(),
+                inbox: VecDeque::default(),
                 next_id: 0,
             }),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
@@ -483,7 +485,7 @@ impl Client {
         Client {
             ws: AnyWs::Tls(ws),
             connection_id: String::new(),
-            inbox: Default::default(),
+            inbox: VecDeque::default(),
             next_id: 0,
         }
     }
@@ -492,7 +494,7 @@ impl Client {
         Client {
             ws: AnyWs::Plain(ws),
             connection_id,
-            inbox: Default::default(),
+            inbox: VecDeque::default(),
             next_id: 0,
         }
     }
@@ -524,12 +526,13 @@ impl Client {
     /// The next text frame, or `None` if the connection closed.
     pub async fn next_text(&mut self) -> Option<String> {
         loop {
-            match tokio::time::timeout(Duration::from_secs(10), self.ws.next()).await {
-                Err(_) => panic!("nothing received within 10 s"),
-                Ok(None | Some(Err(_))) => return None,
-                Ok(Some(Ok(Message::Text(t)))) => return Some(t.to_string()),
-                Ok(Some(Ok(Message::Close(_)))) => return None,
-                Ok(Some(Ok(_))) => continue,
+            let next = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("nothing received within 10 s");
+            match next {
+                None | Some(Err(_) | Ok(Message::Close(_))) => return None,
+                Some(Ok(Message::Text(t))) => return Some(t.to_string()),
+                Some(Ok(_)) => {}
             }
         }
     }
