@@ -18,9 +18,14 @@ use base64::engine::general_purpose::STANDARD;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, SerializeStruct, Serializer};
 
+/// An argument or result of a hub method, in a form both JSON and MessagePack map onto
+/// without loss, so a message from a client of one protocol reaches clients of the other
+/// unchanged.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// JSON `null`, MessagePack nil.
     Null,
+    /// A boolean.
     Bool(bool),
     /// Every integer that fits an i64.
     Int(i64),
@@ -30,8 +35,11 @@ pub enum Value {
     Float(f64),
     /// A JSON number other than a 64-bit integer, as its text.
     Number(JsonNumber),
+    /// A string.
     Str(String),
+    /// MessagePack binary; JSON receivers get it as base64, as ASP.NET sends `byte[]`.
     Bin(Vec<u8>),
+    /// An array, items in order.
     Array(Vec<Value>),
     /// Key order is kept as received.
     Map(Vec<(String, Value)>),
@@ -41,6 +49,7 @@ pub enum Value {
 }
 
 impl Value {
+    /// The string, if this is one: hub methods read names and texts from their arguments.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::Str(s) => Some(s),
@@ -212,6 +221,7 @@ impl JsonNumber {
         is_json_number(text.as_bytes()).then_some(JsonNumber(text))
     }
 
+    /// The number's text, exactly as the client sent it.
     pub fn as_str(&self) -> &str {
         &self.0
     }
