@@ -524,14 +524,19 @@ fn mask_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 14);
     out.push(if fin { 0x80 } else { 0 } | opcode);
     let len = payload.len();
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if len <= 65535 {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
+    // The 7-bit length, or 126 and 127 for a 16-bit and a 64-bit length that follows.
+    let marker = if len < 126 {
+        len as u8
+    } else if u16::try_from(len).is_ok() {
+        126
     } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
+        127
+    };
+    out.push(0x80 | marker);
+    match marker {
+        126 => out.extend_from_slice(&(len as u16).to_be_bytes()),
+        127 => out.extend_from_slice(&(len as u64).to_be_bytes()),
+        _ => {}
     }
     out.extend_from_slice(&mask);
     let start = out.len();

@@ -412,7 +412,8 @@ mod tests {
             t(&1_700_000_000u32.to_be_bytes()),
             "\"2023-11-14T22:13:20Z\""
         );
-        let v = (5u64 << 34) | 86_400;
+        let (nanos, secs) = (5u64, 86_400u64);
+        let v = (nanos << 34) | secs;
         assert_eq!(t(&v.to_be_bytes()), "\"1970-01-02T00:00:00.000000005Z\"");
         assert_eq!(
             serde_json::to_string(&Value::Ext(3, vec![1])).unwrap(),
