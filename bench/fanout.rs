@@ -58,7 +58,7 @@ impl Rig {
             std::thread::spawn(move || {
                 let mut clock: libc::clockid_t = 0;
                 // SAFETY: pthread_self is always valid; the clock id is written to `clock`.
-                unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
+                unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &raw mut clock) };
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -107,7 +107,7 @@ impl Rig {
                     tv_nsec: 0,
                 };
                 // SAFETY: `clock` is a valid thread CPU clock of a live shard thread.
-                unsafe { libc::clock_gettime(*clock, &mut ts) };
+                unsafe { libc::clock_gettime(*clock, &raw mut ts) };
                 Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
             })
             .sum()
@@ -179,8 +179,8 @@ fn fanout(c: &mut Criterion) {
                 for _ in 0..iters {
                     rig.round(burst);
                 }
-                rig.shard_cpu() - start
-            })
+                rig.shard_cpu().checked_sub(start).unwrap()
+            });
         });
     }
     group.finish();

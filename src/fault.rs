@@ -155,7 +155,7 @@ impl HttpFault {
         }
     }
 
-    /// The JSON error body (Azure SignalR's ErrorDetail shape).
+    /// The JSON error body (Azure SignalR's `ErrorDetail` shape).
     pub fn body(&self) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({
             "code": self.code(),
@@ -225,11 +225,14 @@ impl CloseReason {
     }
 
     /// The `error` text of the SignalR Close message sent before closing, and whether the
-    /// client may reconnect; `None` when no Close message is due (the client left, or never
-    /// finished its handshake).
+    /// client may reconnect; `None` when no Close message is due (the client left, stopped
+    /// reading, or never finished its handshake).
     pub fn close_message(&self) -> Option<(Option<String>, bool)> {
         match self {
-            CloseReason::ClientClosed | CloseReason::ClientGone | CloseReason::Handshake(_) => None,
+            CloseReason::ClientClosed
+            | CloseReason::ClientGone
+            | CloseReason::Handshake(_)
+            | CloseReason::SendTimeout => None,
             CloseReason::Protocol(e) => Some((Some(format!("Connection closed with an error. {e}")), false)),
             CloseReason::WebSocket(e) => Some((Some(format!("Connection closed with an error. WebSocket: {e}.")), false)),
             CloseReason::SlowConsumer { cap } => Some((
@@ -242,7 +245,6 @@ impl CloseReason {
                 Some("Connection closed: nothing was received from the client within the client timeout.".into()),
                 true,
             )),
-            CloseReason::SendTimeout => None,
             CloseReason::ServerShutdown => Some((Some("Server is shutting down.".into()), true)),
             CloseReason::ClosedByServer(reason) => Some((reason.clone(), false)),
         }

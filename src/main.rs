@@ -48,13 +48,13 @@ struct ServeArgs {
     #[arg(long, env = "HERALD_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on, IP:PORT or HOST:PORT (port 0 picks a free port); env
-    /// HERALD_SERVER_LISTEN.
+    /// `HERALD_SERVER_LISTEN`.
     #[arg(long)]
     listen: Option<String>,
-    /// Shard threads (0 = one per core); env HERALD_SERVER_SHARDS.
+    /// Shard threads (0 = one per core); env `HERALD_SERVER_SHARDS`.
     #[arg(long)]
     shards: Option<usize>,
-    /// I/O backend; env HERALD_SERVER_IO.
+    /// I/O backend; env `HERALD_SERVER_IO`.
     #[arg(long, value_parser = ["auto", "uring", "epoll"])]
     io: Option<String>,
 }
@@ -102,10 +102,10 @@ fn load(path: Option<&PathBuf>, overrides: &Overrides) -> Result<Config, ConfigE
 }
 
 fn init_logging(config: &Config) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

@@ -189,7 +189,7 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 }
 
 /// Marks a response as never to be cached (event streams and poll answers).
-pub fn no_cache(headers: &mut http::HeaderMap) {
+pub fn no_cache(headers: &mut HeaderMap) {
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache, no-store"),

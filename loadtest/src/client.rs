@@ -209,7 +209,42 @@ impl Conn {
             Some(_) => target.transport,
             None => Transport::WebSockets,
         };
-        let mut conn = if transport != Transport::WebSockets {
+        let mut conn = if transport == Transport::WebSockets {
+            let req = http.request(
+                "GET",
+                &path,
+                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+            );
+            stream.write_all(req.as_bytes()).await?;
+            let head = read_head(&mut stream, &mut buf).await?;
+            let status = status_of(&buf[..head])?;
+            if status != 101 {
+                return Err(ClientError::Status(status));
+            }
+            buf.drain(..head);
+            let (read, write) = stream.into_split();
+            Conn {
+                reader: Reader::new(
+                    target.mode,
+                    ReadSide::WebSocket {
+                        read,
+                        decoder: Decoder::with_role(Role::Client),
+                        messages: Reassembler::new(MAX_FRAME),
+                        leftover: buf,
+                        buf: vec![0u8; 64 * 1024],
+                        events: Vec::new(),
+                    },
+                ),
+                writer: Writer {
+                    mode: target.mode,
+                    long_polling: false,
+                    side: WriteSide::WebSocket {
+                        write,
+                        mask: rand::random(),
+                    },
+                },
+            }
+        } else {
             // Receiving uses the socket negotiate used; sends go over a second one.
             let post = dial(target.addr, source).await?;
             let side = if transport == Transport::LongPolling {
@@ -250,41 +285,6 @@ impl Conn {
                         stream: post,
                         head: http.request("POST", &path, ""),
                         buf: Vec::new(),
-                    },
-                },
-            }
-        } else {
-            let req = http.request(
-                "GET",
-                &path,
-                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
-            );
-            stream.write_all(req.as_bytes()).await?;
-            let head = read_head(&mut stream, &mut buf).await?;
-            let status = status_of(&buf[..head])?;
-            if status != 101 {
-                return Err(ClientError::Status(status));
-            }
-            buf.drain(..head);
-            let (read, write) = stream.into_split();
-            Conn {
-                reader: Reader::new(
-                    target.mode,
-                    ReadSide::WebSocket {
-                        read,
-                        decoder: Decoder::with_role(Role::Client),
-                        messages: Reassembler::new(MAX_FRAME),
-                        leftover: buf,
-                        buf: vec![0u8; 64 * 1024],
-                        events: Vec::new(),
-                    },
-                ),
-                writer: Writer {
-                    mode: target.mode,
-                    long_polling: false,
-                    side: WriteSide::WebSocket {
-                        write,
-                        mask: rand::random(),
                     },
                 },
             }
@@ -393,12 +393,7 @@ impl ReadSide {
                 buf,
                 events,
             } => {
-                if !leftover.is_empty() {
-                    let bytes = std::mem::take(leftover);
-                    decoder
-                        .feed(&bytes, events)
-                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-                } else {
+                if leftover.is_empty() {
                     let n = read.read(buf).await?;
                     if n == 0 {
                         return Err(ClientError::Closed);
@@ -406,19 +401,23 @@ impl ReadSide {
                     decoder
                         .feed(&buf[..n], events)
                         .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                } else {
+                    let bytes = std::mem::take(leftover);
+                    decoder
+                        .feed(&bytes, events)
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
                 }
                 for event in events.drain(..) {
                     let event = messages
                         .push(event)
                         .map_err(|e| ClientError::Protocol(e.to_string()))?;
                     match event {
-                        None => {}
                         Some(Event::Data { payload, .. }) => {
-                            each(&payload).map_err(ClientError::Protocol)?
+                            each(&payload).map_err(ClientError::Protocol)?;
                         }
                         Some(Event::Close { .. }) => return Err(ClientError::Closed),
                         // The server does not ping WebSocket clients at the frame level.
-                        Some(Event::Ping(_) | Event::Pong) => {}
+                        None | Some(Event::Ping(_) | Event::Pong) => {}
                     }
                 }
                 Ok(())

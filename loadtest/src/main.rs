@@ -138,9 +138,9 @@ fn raise_fd_limit() {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) == 0 {
             limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit);
         }
     }
 }
@@ -231,7 +231,7 @@ fn worker(index: usize, args: &Args) -> anyhow::Result<()> {
     let (phase_tx, phase_rx) = watch::channel(Phase::Connecting);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let threads = plan.threads.max(1);
-    let runner = std::thread::spawn(move || scenario::run(plan, target, phase_rx, ready_tx));
+    let runner = std::thread::spawn(move || scenario::run(plan, &target, &phase_rx, &ready_tx));
     for _ in 0..threads {
         ready_rx.recv().context("a load thread failed")?;
     }
@@ -470,7 +470,7 @@ fn lead(args: &Args) -> anyhow::Result<()> {
         let run_plan = plan.clone();
         let run_target = target.clone();
         let runner =
-            std::thread::spawn(move || scenario::run(run_plan, run_target, phase_rx, ready_tx));
+            std::thread::spawn(move || scenario::run(run_plan, &run_target, &phase_rx, &ready_tx));
         for _ in 0..threads {
             ready_rx.recv().context("a load thread failed")?;
         }

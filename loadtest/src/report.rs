@@ -18,7 +18,7 @@ pub struct ServerSample {
 }
 
 impl ServerSample {
-    /// Reads /proc/PID/stat (user + system time) and /proc/PID/status (VmRSS).
+    /// Reads /proc/PID/stat (user + system time) and /proc/PID/status (`VmRSS`).
     pub fn read(pid: u32) -> anyhow::Result<ServerSample> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
         // Fields after the command name, which may contain spaces, start after ')'.
@@ -275,9 +275,9 @@ impl Report {
                 };
                 let _ = write!(t, ", {us:.2} µs per {unit}");
             }
-            let _ = write!(t, ", RSS {:.1} MiB", s.rss_bytes as f64 / 1048576.0);
+            let _ = write!(t, ", RSS {:.1} MiB", s.rss_bytes as f64 / 1_048_576.0);
             if let Some(peak) = s.rss_peak_bytes {
-                let _ = write!(t, " (peak {:.1} MiB)", peak as f64 / 1048576.0);
+                let _ = write!(t, " (peak {:.1} MiB)", peak as f64 / 1_048_576.0);
             }
             if let Some(per) = s.rss_bytes_per_connection {
                 let _ = write!(t, " ({per:.0} B per connection)");

@@ -225,9 +225,9 @@ impl ThreadStats {
 /// `Running` and stops at `Draining`; connections close at `Done`.
 pub fn run(
     plan: Plan,
-    target: Target,
-    phase: watch::Receiver<Phase>,
-    ready: std::sync::mpsc::Sender<()>,
+    target: &Target,
+    phase: &watch::Receiver<Phase>,
+    ready: &std::sync::mpsc::Sender<()>,
 ) -> Outcome {
     let mine = plan.mine();
     let threads = plan.threads.max(1);
@@ -361,40 +361,37 @@ async fn connection(
         }
     }
     let mut tasks = Vec::new();
-    match plan.kind {
-        Kind::Echo => {
-            tasks.push(tokio::task::spawn_local(echo(
-                plan,
-                reader,
-                writer,
-                stats.clone(),
-                phase,
-            )));
-        }
-        _ => {
-            let publisher = plan.publisher_of(i);
-            tasks.push(tokio::task::spawn_local(receive(
-                plan.clone(),
-                reader,
-                stats.clone(),
-                phase.clone(),
-            )));
-            match publisher {
-                Some(id) => {
-                    tasks.push(tokio::task::spawn_local(publish(
-                        plan,
-                        writer,
-                        id,
-                        stats.clone(),
-                        phase,
-                    )));
-                }
-                None => {
-                    tasks.push(tokio::task::spawn_local(async move {
-                        let mut writer = writer;
-                        keep_alive(&mut writer, phase, Phase::Done).await;
-                    }));
-                }
+    if plan.kind == Kind::Echo {
+        tasks.push(tokio::task::spawn_local(echo(
+            plan,
+            reader,
+            writer,
+            stats.clone(),
+            phase,
+        )));
+    } else {
+        let publisher = plan.publisher_of(i);
+        tasks.push(tokio::task::spawn_local(receive(
+            plan.clone(),
+            reader,
+            stats.clone(),
+            phase.clone(),
+        )));
+        match publisher {
+            Some(id) => {
+                tasks.push(tokio::task::spawn_local(publish(
+                    plan,
+                    writer,
+                    id,
+                    stats.clone(),
+                    phase,
+                )));
+            }
+            None => {
+                tasks.push(tokio::task::spawn_local(async move {
+                    let mut writer = writer;
+                    keep_alive(&mut writer, phase, Phase::Done).await;
+                }));
             }
         }
     }
@@ -516,7 +513,7 @@ async fn keep_alive(writer: &mut Writer, mut phase: watch::Receiver<Phase>, unti
     loop {
         tokio::select! {
             _ = phase.wait_for(|p| *p >= until) => return,
-            _ = tokio::time::sleep(KEEP_ALIVE) => {
+            () = tokio::time::sleep(KEEP_ALIVE) => {
                 if let Some(ping) = &ping
                     && writer.send(ping).await.is_err()
                 {

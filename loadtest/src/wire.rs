@@ -129,18 +129,18 @@ pub fn dechunk(raw: &mut Vec<u8>, left: &mut usize, out: &mut Vec<u8>) -> Result
 pub struct Stamp {
     pub publisher: u32,
     pub seq: u64,
-    /// CLOCK_MONOTONIC nanoseconds at send (the clock every process on the machine shares).
+    /// `CLOCK_MONOTONIC` nanoseconds at send (the clock every process on the machine shares).
     pub sent_ns: u64,
 }
 
-/// Nanoseconds on CLOCK_MONOTONIC.
+/// Nanoseconds on `CLOCK_MONOTONIC`.
 pub fn now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: a valid clock id and a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -186,22 +186,27 @@ pub enum Incoming {
     Other,
 }
 
-/// The count a presence invocation carries, if `target` is one: `joined`/`left(id, user,
-/// count)` or `presence({…, count})`. `None` if it is not presence at all.
-fn presence_count(target: &str, args: &[Value]) -> Option<Option<i64>> {
+/// Whether an invocation of `target` is a presence message.
+fn is_presence(target: &str) -> bool {
+    matches!(target, "joined" | "left" | "presence")
+}
+
+/// The count a presence invocation carries: `joined`/`left(id, user, count)` or
+/// `presence({…, count})`. `None` if it carries none, or is not presence at all.
+fn presence_count(target: &str, args: &[Value]) -> Option<i64> {
     let count = |v: &Value| match v {
         Value::Int(n) => Some(*n),
         _ => None,
     };
     match target {
-        "joined" | "left" => Some(args.get(2).and_then(count)),
-        "presence" => Some(match args.first() {
+        "joined" | "left" => args.get(2).and_then(count),
+        "presence" => match args.first() {
             Some(Value::Map(fields)) => fields
                 .iter()
                 .find(|(k, _)| k == "count")
                 .and_then(|(_, v)| count(v)),
             _ => None,
-        }),
+        },
         _ => None,
     }
 }
@@ -331,8 +336,8 @@ fn incoming(message: HubMessage) -> Incoming {
     match message {
         HubMessage::Invocation {
             target, arguments, ..
-        } if presence_count(&target, &arguments).is_some() => Incoming::Presence {
-            count: presence_count(&target, &arguments).flatten(),
+        } if is_presence(&target) => Incoming::Presence {
+            count: presence_count(&target, &arguments),
         },
         HubMessage::Invocation { arguments, .. } => {
             // broadcastMessage(name, text) or groupMessage(group, name, text): the stamp is
@@ -387,7 +392,7 @@ mod tests {
         let s = Stamp {
             publisher: 3,
             seq: 42,
-            sent_ns: 123456789,
+            sent_ns: 123_456_789,
         };
         let text = s.text(64);
         assert_eq!(text.len(), 64);

@@ -140,7 +140,7 @@ mod tests {
     fn redis_settings_are_checked_by_the_section() {
         let redis = |urls: &[&str]| ClusterConfig {
             backplane: BackplaneKind::Redis,
-            redis_urls: urls.iter().map(|u| u.to_string()).collect(),
+            redis_urls: urls.iter().map(|&u| u.to_owned()).collect(),
             ..ClusterConfig::default()
         };
         redis(&["redis://10.0.0.5:6379/2"]).validate().unwrap();

@@ -240,7 +240,7 @@ mod tests {
         assert_eq!((d.count(0), d.count(1)), (1, 0));
         assert_eq!(d.locate(b), None);
         let mut peers = d.peers();
-        peers.sort();
+        peers.sort_unstable();
         assert_eq!(peers, vec![10, 20]);
     }
 

@@ -74,7 +74,7 @@ pub async fn apply(node: &Arc<Node>, cluster: &Arc<Cluster>, env: Envelope) {
             }
         }
         Body::Inbound { conn, payload } => {
-            node.receive_forwarded(ConnectionId(conn), payload).await
+            node.receive_forwarded(ConnectionId(conn), payload).await;
         }
         change => apply_change(node, cluster, change, sent_us, now).await,
     }
@@ -135,7 +135,7 @@ async fn apply_change(node: &Node, cluster: &Cluster, body: Body, sent_us: u64, 
                 group: group.clone(),
                 until,
             })
-            .await
+            .await;
         }
         Body::RemoveUserFromGroup { hub, user, group } => {
             let Some(hub) = hub_of(&hub) else { return };
@@ -145,7 +145,7 @@ async fn apply_change(node: &Node, cluster: &Cluster, body: Body, sent_us: u64, 
                 user: user.clone(),
                 group: group.clone(),
             })
-            .await
+            .await;
         }
         Body::RemoveUserFromAllGroups { hub, user } => {
             let Some(hub) = hub_of(&hub) else { return };
@@ -154,7 +154,7 @@ async fn apply_change(node: &Node, cluster: &Cluster, body: Body, sent_us: u64, 
                 hub,
                 user: user.clone(),
             })
-            .await
+            .await;
         }
         Body::Close {
             hub,
@@ -232,7 +232,7 @@ async fn deliver(node: &Node, publish: Publish) {
         }
         _ => {
             node.to_shards(None, || ShardMsg::Publish(publish.clone()))
-                .await
+                .await;
         }
     }
 }

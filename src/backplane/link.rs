@@ -319,7 +319,7 @@ async fn write_loop(
         let batch = cluster.outbox().peek(partitions, config.batch_max_messages);
         if batch.is_empty() {
             tokio::select! {
-                _ = cluster.wake(server).notified() => {}
+                () = cluster.wake(server).notified() => {}
                 _ = trim.tick() => {
                     // Age-based retention; the length cap is applied by every XADD.
                     let min_ms = super::unix_us() / 1000;

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, oneshot};
@@ -27,7 +27,7 @@ const REMOTE_WAIT: Duration = Duration::from_millis(500);
 const ROSTER_CHUNK: usize = 1000;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Microseconds since the Unix epoch.
@@ -309,7 +309,7 @@ impl Cluster {
             .map(|(id, remote)| Member {
                 conn: id.0,
                 hub: self.hub_string(remote.hub),
-                user: remote.user.as_ref().map(|u| u.to_string()),
+                user: remote.user.as_deref().map(str::to_owned),
                 open: remote.open,
             })
             .collect();
@@ -372,12 +372,11 @@ impl Cluster {
         let timeout = Duration::from_millis(self.config.query_timeout_ms);
         let answer = tokio::time::timeout(timeout, rx).await;
         lock(&self.pending).remove(&id);
-        match answer {
-            Ok(Ok(yes)) => yes,
-            _ => {
-                self.stats.query_timeouts.fetch_add(1, Ordering::Relaxed);
-                false
-            }
+        if let Ok(Ok(yes)) = answer {
+            yes
+        } else {
+            self.stats.query_timeouts.fetch_add(1, Ordering::Relaxed);
+            false
         }
     }
 

@@ -23,7 +23,7 @@ pub(super) fn find_key<'a>(value: &'a mut toml::Value, path: &str) -> Option<&'a
                 && path[..k.len()] == k.to_ascii_lowercase()
         })
         .map(|(k, _)| k.clone())
-        .max_by_key(|k| k.len())?;
+        .max_by_key(String::len)?;
     let rest = path[prefix.len() + 1..].to_string();
     find_key(table.get_mut(&prefix)?, &rest)
 }
@@ -104,7 +104,7 @@ pub(super) fn parse_like(old: &toml::Value, raw: &str) -> Result<toml::Value, St
             } else {
                 Ok(toml::Value::Array(
                     raw.split(',')
-                        .map(|s| s.trim())
+                        .map(str::trim)
                         .filter(|s| !s.is_empty())
                         .map(|s| toml::Value::String(s.to_string()))
                         .collect(),

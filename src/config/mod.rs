@@ -96,7 +96,7 @@ impl ConfigError {
                 .iter()
                 .rposition(|&b| b == b'\n')
                 .map_or(0, |i| i + 1);
-            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let line = before.split(|&b| b == b'\n').count();
             let column = String::from_utf8_lossy(&before[line_start..])
                 .chars()
                 .count()
@@ -179,7 +179,7 @@ impl Config {
         };
         config.apply_env(env)?;
         if let Some(listen) = &overrides.listen {
-            config.server.listen = listen.clone();
+            config.server.listen.clone_from(listen);
         }
         if let Some(shards) = overrides.shards {
             config.server.shards = shards;

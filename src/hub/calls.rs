@@ -51,7 +51,7 @@ impl Shard {
     /// Connection `id` of `hub` leaves every group, wherever in the cluster it is.
     pub async fn leave_all_groups(self: &Rc<Self>, hub: HubId, id: ConnectionId) {
         self.to_connection(id, ShardMsg::LeaveAll { conn: id }, |b| {
-            b.leave_all(hub, id)
+            b.leave_all(hub, id);
         })
         .await;
     }

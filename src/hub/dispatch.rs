@@ -35,13 +35,13 @@ pub async fn dispatch(
             stream_ids,
         } => {
             shard.metrics.message_in(conn.hub);
-            let completion = if !stream_ids.is_empty() {
+            let completion = if stream_ids.is_empty() {
+                invoke(shard, conn, &target, arguments).await
+            } else {
                 Completion::Error(format!(
                     "Client sent {} stream(s), Hub method expects 0.",
                     stream_ids.len()
                 ))
-            } else {
-                invoke(shard, conn, &target, arguments).await
             };
             if matches!(completion, Completion::Error(_)) {
                 shard.metrics.invocation_error(conn.hub);
@@ -226,7 +226,7 @@ mod tests {
         }
     }
 
-    async fn run<F: std::future::Future>(f: F) -> F::Output {
+    async fn run<F: Future>(f: F) -> F::Output {
         tokio::task::LocalSet::new().run_until(f).await
     }
 
@@ -286,7 +286,7 @@ mod tests {
             );
             assert!(drain(&b).is_empty());
         })
-        .await
+        .await;
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -467,7 +467,7 @@ mod tests {
                 Err(CloseReason::ClientClosed)
             );
         })
-        .await
+        .await;
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -495,7 +495,7 @@ mod tests {
                 .collect();
             assert_eq!(drain(&far), expected);
         })
-        .await
+        .await;
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -524,7 +524,7 @@ mod tests {
                 .collect();
             assert_eq!(drain(&far), expected);
         })
-        .await
+        .await;
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -555,6 +555,6 @@ mod tests {
                 .await;
             assert!(!shards[1].query(in_group()).await);
         })
-        .await
+        .await;
     }
 }

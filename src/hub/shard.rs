@@ -245,10 +245,10 @@ impl Shard {
                     self.node
                         .inbox(shard)
                         .send(ShardMsg::Publish(publish))
-                        .await
+                        .await;
                 }
                 None if self.node.backplane.locate(id).is_some() => {
-                    self.node.backplane.publish(&publish)
+                    self.node.backplane.publish(&publish);
                 }
                 None => {}
             }
@@ -633,7 +633,7 @@ impl Shard {
     }
 
     /// Asks every connection to close with `reason`.
-    pub fn close_all(&self, reason: CloseReason) {
+    pub fn close_all(&self, reason: &CloseReason) {
         let conns: Vec<Rc<Connection>> = self.state.borrow().conns.values().cloned().collect();
         for conn in conns {
             conn.request_close(reason.clone());
@@ -763,7 +763,7 @@ impl Drop for HttpGuard {
 }
 
 pub fn micros(d: Duration) -> u64 {
-    d.as_micros().min(u64::MAX as u128) as u64
+    d.as_micros().min(u128::from(u64::MAX)) as u64
 }
 
 /// Helpers for tests that drive shards without sockets.

@@ -1,7 +1,7 @@
 //! HS256 JSON Web Tokens, the format Azure SignalR Service and its SDKs use.
 //!
 //! Only HS256 is accepted: the key is shared between Herald and the application servers that
-//! mint tokens, exactly as an Azure SignalR connection string's AccessKey is. The codec is pure:
+//! mint tokens, exactly as an Azure SignalR connection string's `AccessKey` is. The codec is pure:
 //! the caller passes the current time, so expiry is tested without clocks.
 
 use base64::Engine;
@@ -136,8 +136,7 @@ fn numeric(claims: &Map<String, Value>, name: &str) -> Option<u64> {
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -148,7 +147,10 @@ mod tests {
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn claims(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
+        let Value::Object(claims) = v else {
+            panic!("claims are a JSON object")
+        };
+        claims
     }
 
     #[test]

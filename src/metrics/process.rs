@@ -103,7 +103,7 @@ pub fn render(o: &mut String) {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } == 0 {
         let max = if limit.rlim_cur == libc::RLIM_INFINITY {
             f64::INFINITY
         } else {

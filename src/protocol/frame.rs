@@ -18,13 +18,20 @@ pub const MAX_HEADER: usize = 10;
 /// The longest control frame: a masked header (6 bytes) and 125 bytes of payload.
 const MAX_CONTROL_FRAME: usize = 6 + 125;
 
+/// A frame's opcode (RFC 6455 §5.2); the values are the wire's, so encoding is a cast.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpCode {
+    /// A later piece of a message whose first frame named its type.
     Continuation = 0x0,
+    /// A UTF-8 message: JSON hub messages.
     Text = 0x1,
+    /// A binary message: MessagePack hub messages.
     Binary = 0x2,
+    /// The closing handshake, with an optional code and reason.
     Close = 0x8,
+    /// A keep-alive the peer must answer with a pong.
     Ping = 0x9,
+    /// The answer to a ping (or an unsolicited heartbeat, which is ignored).
     Pong = 0xA,
 }
 
@@ -50,34 +57,62 @@ impl OpCode {
 /// of them with `last` set; control frames arrive whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Data { payload: Bytes, last: bool },
+    /// A piece of a data message, handed on as soon as it arrives so a large message is never
+    /// buffered whole here.
+    Data {
+        /// The unmasked bytes of this piece.
+        payload: Bytes,
+        /// Whether this piece ends its message.
+        last: bool,
+    },
+    /// A ping, with the payload the pong must echo.
     Ping(Bytes),
+    /// A pong; its payload carries nothing Herald needs.
     Pong,
-    Close { code: Option<u16>, reason: String },
+    /// The peer's close frame, which the closing handshake answers.
+    Close {
+        /// The status code, if the peer gave one (RFC 6455 §7.4).
+        code: Option<u16>,
+        /// The peer's reason, checked to be UTF-8.
+        reason: String,
+    },
 }
 
+/// Why bytes from a peer are not valid WebSocket frames. Each one fails the connection with
+/// the close code of [`FrameError::close_code`], as RFC 6455 §7.1.7 requires.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
+    /// A client sent an unmasked frame (§5.1): proxies could mistake it for other traffic.
     #[error("client frames must be masked")]
     Unmasked,
+    /// A server sent a masked frame (§5.1), read by Herald's own client code.
     #[error("server frames must not be masked")]
     Masked,
+    /// RSV bits are set, but no extension that would give them a meaning was negotiated.
     #[error("reserved bits are set")]
     ReservedBits,
+    /// An opcode RFC 6455 reserves (the value sent).
     #[error("unknown opcode {0:#x}")]
     UnknownOpCode(u8),
+    /// A control frame was fragmented or longer than 125 bytes (§5.5).
     #[error("control frames must be final and at most 125 bytes")]
     BadControlFrame,
+    /// A continuation frame with no message to continue.
     #[error("a continuation frame arrived outside a fragmented message")]
     UnexpectedContinuation,
+    /// A text or binary frame arrived while a fragmented message was still open.
     #[error("a new message started before the previous one ended")]
     Interleaved,
+    /// A message outgrew the configured limit (the limit in bytes); answered 1009.
     #[error("the message exceeds {0} bytes")]
     TooLarge(usize),
+    /// A close payload of one byte, or with a reason that is not UTF-8; answered 1007.
     #[error("the close frame payload is malformed")]
     BadClose,
+    /// A close code that is reserved or unassigned (§7.4.1), such as 999 or 1005.
     #[error("close code {0} is not one a peer may send")]
     BadCloseCode(u16),
+    /// A text message that is not UTF-8; answered 1007 (§8.1).
     #[error("a text message is not valid UTF-8")]
     InvalidUtf8,
 }
@@ -96,7 +131,9 @@ impl FrameError {
 /// Which end of the connection decodes: a server reads masked frames, a client unmasked ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// Herald's side: frames must arrive masked.
     Server,
+    /// The load generator's side: frames must arrive unmasked.
     Client,
 }
 
@@ -170,6 +207,8 @@ impl Decoder {
         Decoder::with_role(Role::Server)
     }
 
+    /// A decoder for `role`, so the load generator reads server frames with the same codec
+    /// the server uses.
     pub fn with_role(role: Role) -> Decoder {
         Decoder {
             role,
@@ -390,6 +429,8 @@ pub struct Reassembler {
 }
 
 impl Reassembler {
+    /// A reassembler that refuses messages longer than `max_message` bytes, so a peer cannot
+    /// grow the buffer without end.
     pub fn new(max_message: usize) -> Reassembler {
         Reassembler {
             max_message,
@@ -425,7 +466,7 @@ fn write_header(opcode: OpCode, len: usize, dst: &mut [u8; MAX_HEADER]) -> usize
         dst[8] = first;
         dst[9] = len as u8;
         2
-    } else if len <= u16::MAX as usize {
+    } else if u16::try_from(len).is_ok() {
         dst[6] = first;
         dst[7] = 126;
         dst[8..10].copy_from_slice(&(len as u16).to_be_bytes());
@@ -483,14 +524,19 @@ fn mask_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 14);
     out.push(if fin { 0x80 } else { 0 } | opcode);
     let len = payload.len();
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if len <= 65535 {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
+    // The 7-bit length, or 126 and 127 for a 16-bit and a 64-bit length that follows.
+    let marker = if len < 126 {
+        len as u8
+    } else if u16::try_from(len).is_ok() {
+        126
     } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
+        127
+    };
+    out.push(0x80 | marker);
+    match marker {
+        126 => out.extend_from_slice(&(len as u16).to_be_bytes()),
+        127 => out.extend_from_slice(&(len as u64).to_be_bytes()),
+        _ => {}
     }
     out.extend_from_slice(&mask);
     let start = out.len();

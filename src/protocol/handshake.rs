@@ -5,28 +5,47 @@ use serde::Deserialize;
 
 use super::{Protocol, RECORD_SEPARATOR};
 
+/// The client's handshake request, kept as sent so an error can name what was asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandshakeRequest {
+    /// The hub protocol's name (`json`, `messagepack`).
     pub protocol: String,
+    /// The protocol version; version 2 asks for stateful reconnect.
     pub version: u32,
 }
 
+/// Why a handshake was refused. The text goes back to the client in the handshake response,
+/// worded as ASP.NET Core words it, so clients and their developers see familiar errors.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandshakeError {
+    /// The request is not JSON (the parser's words).
     #[error("The handshake request is not valid JSON: {0}")]
     Json(String),
+    /// `protocol` or `version` is absent (its name).
     #[error("Missing required property '{0}'.")]
     Missing(&'static str),
+    /// No record separator within the limit (in bytes), so the handshake cannot hold a shard's
+    /// buffer hostage.
     #[error("The handshake request exceeded {0} bytes.")]
     TooLarge(usize),
+    /// A protocol Herald does not speak (the name asked for).
     #[error("The protocol '{0}' is not supported.")]
     UnsupportedProtocol(String),
+    /// A version above [`Protocol::max_version`].
     #[error("The server does not support version {version} of the '{protocol}' protocol.")]
-    UnsupportedVersion { protocol: String, version: u32 },
+    UnsupportedVersion {
+        /// The protocol asked for.
+        protocol: String,
+        /// The version asked for.
+        version: u32,
+    },
+    /// A binary protocol over a text-only transport (Server-Sent Events); the protocol name.
     #[error(
         "Cannot use the '{0}' protocol on the current transport. The transport does not support 'Binary' transfer format."
     )]
     NeedsBinary(String),
+    /// No complete handshake within the handshake timeout, which frees the slot an idle
+    /// socket would hold.
     #[error("Handshake was canceled.")]
     TimedOut,
 }
@@ -75,6 +94,8 @@ impl HandshakeRequest {
         Ok(protocol)
     }
 
+    /// The protocol this request asks for, if Herald speaks it at that version; transports
+    /// that carry binary call this, the others [`HandshakeRequest::select_for`].
     pub fn select(&self) -> Result<Protocol, HandshakeError> {
         let protocol = match self.protocol.as_str() {
             "json" => Protocol::Json,

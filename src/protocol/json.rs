@@ -122,12 +122,16 @@ pub fn parse(record: &[u8]) -> Result<HubMessage, ProtocolError> {
 /// load generator reads every broadcast it receives this way).
 #[derive(Debug, Deserialize)]
 pub struct Shallow<'a> {
+    /// The message type number (`type`), absent only in malformed messages.
     #[serde(rename = "type")]
     pub kind: Option<i64>,
+    /// `invocationId`, borrowed from the input unless it holds escapes.
     #[serde(rename = "invocationId", borrow)]
     pub invocation_id: Option<std::borrow::Cow<'a, str>>,
+    /// The method an invocation calls, borrowed from the input unless it holds escapes.
     #[serde(borrow)]
     pub target: Option<std::borrow::Cow<'a, str>>,
+    /// Each argument's JSON text, for the reader to parse only the ones it needs.
     #[serde(borrow)]
     pub arguments: Option<Vec<&'a serde_json::value::RawValue>>,
 }
@@ -246,7 +250,7 @@ pub fn encode_send(target: &str, arguments: &[Value], out: &mut Vec<u8>) {
 }
 
 fn field_str(out: &mut Vec<u8>, name: &str, value: &str) {
-    field_value(out, name, value)
+    field_value(out, name, value);
 }
 
 fn field_value<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, name: &str, value: &T) {

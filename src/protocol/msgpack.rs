@@ -360,6 +360,8 @@ pub fn read_value(buf: &[u8]) -> Result<Value, ProtocolError> {
     Ok(value)
 }
 
+/// Appends `v` in its smallest MessagePack form; public so other binary codecs (the
+/// backplane's envelopes, the load generator) write values exactly as clients receive them.
 pub fn write_value(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Null => out.push(0xc0),
@@ -465,6 +467,8 @@ fn write_str(s: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// Appends an array header for `n` items, for writers that stream the items after it rather
+/// than building a [`Value::Array`] first.
 pub fn write_array_len(n: usize, out: &mut Vec<u8>) {
     write_len(n, [0xdc, 0xdc, 0xdd], Some((0x90, 16)), out);
 }

@@ -34,6 +34,7 @@ impl Framing {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("a message exceeds {limit} bytes")]
 pub struct Oversized {
+    /// The limit in bytes, for the error the connection closes with.
     pub limit: usize,
 }
 
@@ -56,6 +57,8 @@ pub struct Splitter {
 }
 
 impl Splitter {
+    /// A splitter for one connection's stream; `limit` bounds what it buffers for a message
+    /// that has not ended.
     pub fn new(framing: Framing, limit: usize) -> Splitter {
         Splitter {
             framing,

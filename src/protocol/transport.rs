@@ -3,18 +3,23 @@
 /// How the connection's bytes travel; decides the wire form queued for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TransportKind {
+    /// Full duplex over one socket: frames both ways, binary included.
     WebSockets,
+    /// Server-to-client events on a streaming response, sends by POST; text only.
     ServerSentEvents,
+    /// A GET that waits for messages, sends by POST: for networks that allow nothing else.
     LongPolling,
 }
 
 impl TransportKind {
+    /// Every transport, so per-transport tables (metrics) cannot miss one.
     pub const ALL: [TransportKind; 3] = [
         TransportKind::WebSockets,
         TransportKind::ServerSentEvents,
         TransportKind::LongPolling,
     ];
 
+    /// The lower-case name metric labels use.
     pub fn name(self) -> &'static str {
         match self {
             TransportKind::WebSockets => "websockets",
@@ -32,6 +37,8 @@ impl TransportKind {
         }
     }
 
+    /// The transport a client names in negotiate or in its `transport` query parameter;
+    /// `None` for a name SignalR does not define.
     pub fn from_signalr_name(name: &str) -> Option<TransportKind> {
         TransportKind::ALL
             .into_iter()

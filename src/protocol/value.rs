@@ -18,20 +18,28 @@ use base64::engine::general_purpose::STANDARD;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, SerializeStruct, Serializer};
 
+/// An argument or result of a hub method, in a form both JSON and MessagePack map onto
+/// without loss, so a message from a client of one protocol reaches clients of the other
+/// unchanged.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// JSON `null`, MessagePack nil.
     Null,
+    /// A boolean.
     Bool(bool),
     /// Every integer that fits an i64.
     Int(i64),
-    /// Integers above i64::MAX.
+    /// Integers above `i64::MAX`.
     UInt(u64),
     /// A float (from MessagePack: JSON numbers that are not 64-bit integers keep their text).
     Float(f64),
     /// A JSON number other than a 64-bit integer, as its text.
     Number(JsonNumber),
+    /// A string.
     Str(String),
+    /// MessagePack binary; JSON receivers get it as base64, as ASP.NET sends `byte[]`.
     Bin(Vec<u8>),
+    /// An array, items in order.
     Array(Vec<Value>),
     /// Key order is kept as received.
     Map(Vec<(String, Value)>),
@@ -41,6 +49,7 @@ pub enum Value {
 }
 
 impl Value {
+    /// The string, if this is one: hub methods read names and texts from their arguments.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::Str(s) => Some(s),
@@ -91,13 +100,12 @@ impl<T: Into<Value>> From<Option<T>> for Value {
 impl Serialize for Value {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            Value::Null => s.serialize_unit(),
             Value::Bool(b) => s.serialize_bool(*b),
             Value::Int(n) => s.serialize_i64(*n),
             Value::UInt(n) => s.serialize_u64(*n),
             Value::Float(f) if f.is_finite() => s.serialize_f64(*f),
             // JSON has no NaN or infinity; ASP.NET would fail, Herald sends null.
-            Value::Float(_) => s.serialize_unit(),
+            Value::Null | Value::Float(_) => s.serialize_unit(),
             Value::Number(n) => n.serialize(s),
             Value::Str(v) => s.serialize_str(v),
             Value::Bin(b) => s.serialize_str(&STANDARD.encode(b)),
@@ -196,7 +204,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 }
 
-/// The key under which serde_json (with `arbitrary_precision`) passes a number's text, and
+/// The key under which `serde_json` (with `arbitrary_precision`) passes a number's text, and
 /// takes text to write as a number.
 const NUMBER_TOKEN: &str = "$serde_json::private::Number";
 
@@ -205,7 +213,7 @@ const NUMBER_TOKEN: &str = "$serde_json::private::Number";
 pub struct JsonNumber(Box<str>);
 
 impl JsonNumber {
-    /// `text` if it is a JSON number (RFC 8259 §6). serde_json hands over only numbers it
+    /// `text` if it is a JSON number (RFC 8259 §6). `serde_json` hands over only numbers it
     /// scanned, but a client can send an object that looks like its carrier, and its text
     /// would be written out raw.
     pub fn new(text: impl Into<Box<str>>) -> Option<JsonNumber> {
@@ -213,6 +221,7 @@ impl JsonNumber {
         is_json_number(text.as_bytes()).then_some(JsonNumber(text))
     }
 
+    /// The number's text, exactly as the client sent it.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -225,7 +234,7 @@ impl JsonNumber {
 }
 
 impl Serialize for JsonNumber {
-    /// Raw, through serde_json's number token; only JSON serializers meet a `Value`.
+    /// Raw, through `serde_json`'s number token; only JSON serializers meet a `Value`.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut number = s.serialize_struct(NUMBER_TOKEN, 1)?;
         number.serialize_field(NUMBER_TOKEN, &*self.0)?;
@@ -271,7 +280,7 @@ fn is_json_number(t: &[u8]) -> bool {
 /// The MessagePack timestamp extension (32, 64 or 96 bits) as an RFC 3339 UTC string.
 fn timestamp(data: &[u8]) -> Option<String> {
     let (secs, nanos): (i64, u32) = match data.len() {
-        4 => (u32::from_be_bytes(data.try_into().ok()?) as i64, 0),
+        4 => (i64::from(u32::from_be_bytes(data.try_into().ok()?)), 0),
         8 => {
             let v = u64::from_be_bytes(data.try_into().ok()?);
             ((v & 0x3_ffff_ffff) as i64, (v >> 34) as u32)
@@ -403,7 +412,8 @@ mod tests {
             t(&1_700_000_000u32.to_be_bytes()),
             "\"2023-11-14T22:13:20Z\""
         );
-        let v = (5u64 << 34) | 86_400;
+        let (nanos, secs) = (5u64, 86_400u64);
+        let v = (nanos << 34) | secs;
         assert_eq!(t(&v.to_be_bytes()), "\"1970-01-02T00:00:00.000000005Z\"");
         assert_eq!(
             serde_json::to_string(&Value::Ext(3, vec![1])).unwrap(),

@@ -1,7 +1,7 @@
 //! The runtime: Herald's composition root and its shard threads. [`serve`] builds, in order,
 //! the I/O backend, the listeners, TLS, the backplane (`local` or `redis`), the node that
 //! holds hub state, the control runtime and the shard threads, and owns them until shutdown.
-//! Each shard thread has its own single-threaded runtime and its own SO_REUSEPORT listener on
+//! Each shard thread has its own single-threaded runtime and its own `SO_REUSEPORT` listener on
 //! the one address, on one of two I/O backends chosen at start-up.
 //!
 //! Both backends run the same code: the only thing that differs is how a shard accepts a
@@ -11,7 +11,7 @@
 pub mod systemd;
 pub(crate) mod uring;
 
-use std::io;
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -98,11 +98,11 @@ fn probe_uring() -> io::Result<()> {
 /// How a shard takes new sockets; the one place the backends differ.
 pub trait Acceptor: 'static {
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-    fn accept(&self) -> impl std::future::Future<Output = io::Result<Self::Io>>;
+    fn accept(&self) -> impl Future<Output = io::Result<Self::Io>>;
     /// Resolves once the peer has sent something (or the socket has failed), without reading
     /// it: until then a connection holds no HTTP buffers (about 16 KiB), so sockets opened and
     /// left silent — speculative browser connections, or a flood of them — cost little.
-    fn first_data(io: &mut Self::Io) -> impl std::future::Future<Output = ()>;
+    fn first_data(io: &mut Self::Io) -> impl Future<Output = ()>;
     /// Stops accepting: pending accepts fail and the listening socket stops taking connections.
     fn stop(&self);
 }
@@ -163,8 +163,8 @@ fn shutdown_listener(fd: RawFd) {
     }
 }
 
-/// Binds one SO_REUSEPORT listener per shard on `addr`. A first, plain bind finds the port
-/// (for port 0) and fails if another process holds it: with SO_REUSEPORT alone, a second
+/// Binds one `SO_REUSEPORT` listener per shard on `addr`. A first, plain bind finds the port
+/// (for port 0) and fails if another process holds it: with `SO_REUSEPORT` alone, a second
 /// server would silently share the port instead.
 pub fn bind(addr: SocketAddr, shards: usize, backlog: u32) -> anyhow::Result<Vec<StdListener>> {
     let probe = StdListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
@@ -192,7 +192,7 @@ pub fn bind(addr: SocketAddr, shards: usize, backlog: u32) -> anyhow::Result<Vec
 pub fn serve(config: Config) -> anyhow::Result<()> {
     let backend = Backend::choose(config.server.io)?;
     let shards = match config.server.shards {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         n => n,
     };
     let listeners = bind(config.listen_addr()?, shards, config.server.listen_backlog)?;
@@ -205,11 +205,12 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             "auth.access_key is the public development key; set HERALD_AUTH_ACCESS_KEY before exposing Herald"
         );
     }
-    let tls = match config.server.tls.enabled() {
-        true => Some(Arc::new(
+    let tls = if config.server.tls.enabled() {
+        Some(Arc::new(
             Tls::new(&config.server.tls).map_err(crate::transport::tls::io_error)?,
-        )),
-        false => None,
+        ))
+    } else {
+        None
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let redis = redis_backplane(&config);
@@ -282,8 +283,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         "herald listening on {scheme}://{addr} (io={}, shards={shards}{internal_note})",
         backend.name()
     );
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
+    let _ = io::stdout().flush();
     tracing::info!(%addr, io = backend.name(), shards, "herald is serving");
     let notifier = systemd::Notifier::from_env().map(Arc::new);
     if let Some(notifier) = &notifier {
@@ -301,11 +301,9 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             tokio::select! {
                 _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); return None }
                 _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); return None }
-                _ = sighup.recv() => match &tls {
-                    Some(tls) => match tls.reload() {
-                        Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-                        Err(e) => tracing::error!("SIGHUP: TLS reload failed, the certificate in use stays: {e}"),
-                    },
+                _ = sighup.recv() => match tls.as_deref().map(Tls::reload) {
+                    Some(Ok(())) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Some(Err(e)) => tracing::error!("SIGHUP: TLS reload failed, the certificate in use stays: {e}"),
                     None => tracing::info!("SIGHUP: nothing to reload (no TLS configured)"),
                 },
                 id = exit_rx.recv() => return id,
@@ -373,7 +371,7 @@ async fn drained(
                 Some(_) => running -= 1,
                 None => break,
             },
-            _ = &mut timeout => break,
+            () = &mut timeout => break,
         }
     }
     None
@@ -457,7 +455,7 @@ async fn run_shard<A: Acceptor>(
     let mut backoff = Duration::from_millis(5);
     loop {
         tokio::select! {
-            _ = &mut shutdown => break,
+            () = &mut shutdown => break,
             accepted = acceptor.accept() => match accepted {
                 Ok(io) => {
                     backoff = Duration::from_millis(5);
@@ -503,7 +501,7 @@ async fn run_internal(shard: Rc<Shard>, listener: StdListener) {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = &mut shutdown => break,
+            () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((io, _)) => {
                     tokio::task::spawn_local(http::serve_internal(shard.clone(), io));
@@ -530,7 +528,7 @@ async fn serve_socket<A: Acceptor>(shard: Rc<Shard>, tls: Option<Arc<Tls>>, mut 
                 return;
             }
         }
-        _ = shard.node.shutdown_signal() => return,
+        () = shard.node.shutdown_signal() => return,
     }
     let Some(tls) = tls else {
         return http::serve(shard, io).await;
@@ -538,7 +536,7 @@ async fn serve_socket<A: Acceptor>(shard: Rc<Shard>, tls: Option<Arc<Tls>>, mut 
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
     // Boxed: the TLS state machine is several times the size of the plain one, and a task
     // holds its future's largest variant for as long as the connection lives.
-    Box::pin(serve_tls(shard, io, acceptor, limit)).await
+    Box::pin(serve_tls(shard, io, acceptor, limit)).await;
 }
 
 async fn serve_tls<S>(shard: Rc<Shard>, io: S, acceptor: tokio_rustls::TlsAcceptor, limit: Duration)
@@ -566,7 +564,7 @@ async fn drain_shard(shard: &Rc<Shard>, drain: Duration) {
     let deadline = Instant::now() + drain;
     loop {
         // Again each turn: a connection whose upgrade was under way may have joined since.
-        shard.close_all(CloseReason::ServerShutdown);
+        shard.close_all(&CloseReason::ServerShutdown);
         if (shard.connection_count() == 0 && shard.http_connections() == 0)
             || Instant::now() >= deadline
         {

@@ -73,7 +73,7 @@ impl Notifier {
     }
 }
 
-/// How often to send `WATCHDOG=1`: half the watchdog timeout, as sd_watchdog_enabled(3)
+/// How often to send `WATCHDOG=1`: half the watchdog timeout, as `sd_watchdog_enabled(3)`
 /// advises, when `WATCHDOG_USEC` is set and `WATCHDOG_PID`, if set, is this process (a
 /// watchdog meant for a parent that runs Herald as a child is not Herald's to feed).
 pub fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, me: u32) -> Option<Duration> {
@@ -138,6 +138,8 @@ async fn shards_answer(node: &Node, within: Duration) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::os::linux::net::SocketAddrExt;
+
     use super::*;
 
     #[test]
@@ -167,7 +169,6 @@ mod tests {
         assert_eq!(&buf[..n], b"READY=1\nSTATUS=hello");
         std::fs::remove_dir_all(&dir).unwrap();
 
-        use std::os::linux::net::SocketAddrExt;
         let name = format!("herald-notify-test-{}", std::process::id());
         let listener =
             UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap();

@@ -285,7 +285,7 @@ thread_local! {
 }
 
 fn thread_mark() -> usize {
-    THREAD_MARK.with(|m| m as *const u8 as usize)
+    THREAD_MARK.with(|m| std::ptr::from_ref::<u8>(m) as usize)
 }
 
 // SAFETY: every access goes through `get`/`get_pin`, which panic off the owning thread, and
@@ -318,7 +318,7 @@ impl<T> Drop for LocalSend<T> {
         if self.owner != thread_mark() {
             // Never happens in Herald; leaking is the only sound answer if it ever did.
             tracing::error!("a thread-local socket was dropped off its thread; leaking it");
-            let inner = unsafe { std::ptr::read(&self.inner) };
+            let inner = unsafe { std::ptr::read(&raw const self.inner) };
             std::mem::forget(inner);
         }
     }

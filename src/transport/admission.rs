@@ -102,7 +102,7 @@ pub fn claim(
     accepted: &Accepted,
     transport: TransportKind,
 ) -> Result<(), HttpFault> {
-    if shard.node.registry.state(accepted.id) == crate::hub::node::IdState::Unknown {
+    if shard.node.registry.state(accepted.id) == IdState::Unknown {
         // Another node's connection (or its token, replayed here) is refused: the first use
         // of a token wins across the cluster, up to the backplane's lag.
         shard
@@ -120,7 +120,7 @@ pub fn claim(
         .claim(accepted.id, shard.id, accepted.hub, transport)
         .map_err(|e| match e {
             ClaimError::Active => match shard.node.registry.state(accepted.id) {
-                crate::hub::node::IdState::Active { transport: t, .. } if t != transport => {
+                IdState::Active { transport: t, .. } if t != transport => {
                     HttpFault::TransportChanged
                 }
                 _ => HttpFault::ConnectionActive,

@@ -54,7 +54,7 @@ impl ConnectionToken {
     pub fn encode(&self, key: &[u8; 32]) -> String {
         let hub = self.hub.as_bytes();
         let mut payload =
-            Vec::with_capacity(32 + hub.len() + self.user.as_ref().map_or(0, |u| u.len()));
+            Vec::with_capacity(32 + hub.len() + self.user.as_ref().map_or(0, String::len));
         payload.push(VERSION);
         payload.push(
             if self.authenticated {

@@ -6,6 +6,7 @@
 //! (DELETE) all arrive here. The first request of a connection claims its id on the shard
 //! that received it; later requests that reach another shard are relayed to that one.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use http::header::{self, HeaderMap};
@@ -50,7 +51,7 @@ where
         .ok_or_else(|| HttpFault::UnknownHub(hub_name.to_string()))?
         .clone();
     let query = req.uri().query().map(str::to_string);
-    let id = query_param(query.as_deref(), "id").map(|c| c.into_owned());
+    let id = query_param(query.as_deref(), "id").map(Cow::into_owned);
     match *req.method() {
         Method::GET if websocket::is_upgrade(req.headers()) => {
             enabled(&hub, TransportKind::WebSockets)?;

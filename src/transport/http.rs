@@ -67,7 +67,7 @@ pub async fn serve<S>(shard: Rc<Shard>, io: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve_on(shard, io, false).await
+    serve_on(shard, io, false).await;
 }
 
 /// Serves HTTP/1.1 on one socket of the internal listener (`server.internal_listen`): the
@@ -76,7 +76,7 @@ pub async fn serve_internal<S>(shard: Rc<Shard>, io: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve_on(shard, io, true).await
+    serve_on(shard, io, true).await;
 }
 
 async fn serve_on<S>(shard: Rc<Shard>, io: S, internal: bool)
@@ -108,7 +108,7 @@ where
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
         }
-        _ = shutdown => {
+        () = shutdown => {
             conn.as_mut().graceful_shutdown();
             let drain = Duration::from_millis(shard.node.config.server.shutdown_drain_ms);
             let _ = tokio::time::timeout(drain, conn).await;
@@ -149,11 +149,11 @@ where
     } else {
         match segs.as_slice() {
             ["hubs", hub, "negotiate"] => match decode_segment(hub) {
-                Ok(hub) => negotiate::negotiate(shard, req, &hub),
+                Ok(hub) => negotiate::negotiate(shard, &req, &hub),
                 Err(e) => Err(e),
             },
             ["client", "negotiate"] => match query_param(query.as_deref(), "hub") {
-                Some(hub) => negotiate::negotiate(shard, req, &hub),
+                Some(hub) => negotiate::negotiate(shard, &req, &hub),
                 None => Err(HttpFault::InvalidParameter(
                     "hub",
                     "the hub query parameter is required".into(),
@@ -219,7 +219,7 @@ async fn internal_route(shard: &Rc<Shard>, req: Request<Incoming>) -> Response<B
     let head_only = req.method() == Method::HEAD;
     let path = req.uri().path().to_string();
     let segs = segments(&path);
-    if !matches!(segs.as_slice(), ["metrics"] | ["readyz"] | ["healthz"]) {
+    if !matches!(segs.as_slice(), ["metrics" | "readyz" | "healthz"]) {
         return fault_response(shard, &HttpFault::NotFound, head_only);
     }
     if let Err(fault) = read_only(req.method()) {

@@ -230,7 +230,7 @@ pub async fn drive(hc: Rc<HttpConn>) {
                 }
                 Poll::Pending
             }) => event,
-            _ = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
+            () = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
         };
         match event {
             Wake::Deliver | Wake::Closing => {

@@ -83,7 +83,7 @@ pub fn audience_names_hub(aud: &str, hub: &str) -> bool {
 
 pub fn negotiate(
     shard: &Rc<Shard>,
-    req: Request<Incoming>,
+    req: &Request<Incoming>,
     hub_name: &str,
 ) -> Result<Response<Body>, HttpFault> {
     if req.method() != Method::POST {

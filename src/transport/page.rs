@@ -186,10 +186,10 @@ mod tests {
     #[test]
     fn the_page_loads_what_is_embedded() {
         let index = text(INDEX);
-        for asset in ASSETS
-            .iter()
-            .filter(|a| a.name.ends_with(".js") || a.name.ends_with(".css"))
-        {
+        for asset in ASSETS.iter().filter(|a| {
+            let ext = std::path::Path::new(a.name).extension();
+            ext.is_some_and(|e| e == "js" || e == "css")
+        }) {
             assert!(
                 index.contains(&format!("\"page/{}\"", asset.name)),
                 "index.html does not load page/{}",

@@ -5,7 +5,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -79,7 +79,7 @@ impl Tls {
     pub fn current(&self) -> Arc<ServerConfig> {
         self.current
             .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
@@ -88,7 +88,7 @@ impl Tls {
         let fresh = load(&self.files).inspect_err(|_| {
             RELOAD_FAILURES.fetch_add(1, Ordering::Relaxed);
         })?;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
         RELOADS.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -110,7 +110,7 @@ pub fn render_metrics(out: &mut String) {
 
 /// A TLS error as an I/O error, for start-up.
 pub fn io_error(e: TlsError) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, e.to_string())
+    io::Error::new(io::ErrorKind::InvalidInput, e)
 }
 
 /// The first byte of every TLS connection: the content type of a handshake record.

@@ -3,6 +3,7 @@
 //! read at all is still cut, and the node-wide bounds (unfinished messages, request bodies,
 //! REST memberships) hold — each with its documented answer.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -19,7 +20,7 @@ fn sends<S: AsRef<str>>(name: &str, texts: impl IntoIterator<Item = S>) -> Strin
     let mut out = String::new();
     for text in texts {
         let msg = json!({"type": 1, "target": "Send", "arguments": [name, text.as_ref()]});
-        out.push_str(&format!("{msg}{RS}"));
+        write!(out, "{msg}{RS}").unwrap();
     }
     out
 }
@@ -172,26 +173,28 @@ async fn an_oversized_message_in_a_batch_ends_only_its_connection(io: &'static s
     let mut code = None;
     let mut received = Vec::new();
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), bad.ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => {
+        let next = tokio::time::timeout(Duration::from_secs(10), bad.ws.next())
+            .await
+            .expect("no close within 10 s");
+        match next {
+            Some(Ok(Message::Text(t))) => {
                 for record in t.split(RS).filter(|r| !r.is_empty()) {
                     let v: Value = serde_json::from_str(record).unwrap();
                     match v["type"].as_i64() {
                         Some(7) => close = Some(v),
                         Some(1) if v["target"] == "broadcastMessage" => {
-                            received.push(v["arguments"][1].clone())
+                            received.push(v["arguments"][1].clone());
                         }
                         _ => {}
                     }
                 }
             }
-            Ok(Some(Ok(Message::Close(frame)))) => {
+            Some(Ok(Message::Close(frame))) => {
                 code = frame.map(|f| u16::from(f.code));
                 break;
             }
-            Ok(Some(Ok(_))) => {}
-            Ok(_) => break,
-            Err(_) => panic!("no close within 10 s"),
+            Some(Ok(_)) => {}
+            _ => break,
         }
     }
     assert_eq!(received, vec![json!("one"), json!("two")]);

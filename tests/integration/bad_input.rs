@@ -349,9 +349,9 @@ async fn silent_sockets(io: &'static str) {
     let server = Server::builder(io)
         .env("HERALD_CONNECTIONS_HANDSHAKE_TIMEOUT_MS", "400")
         .start();
-    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
@@ -359,7 +359,7 @@ async fn silent_sockets(io: &'static str) {
     slow.read_to_string(&mut reply).await.unwrap();
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(std::time::Duration::from_secs(10), silent.read(&mut buf))
+    let n = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf))
         .await
         .expect("a silent socket is closed well before hyper's own 30 s header timeout")
         .unwrap_or(0);

@@ -1,5 +1,6 @@
 //! The command line: config check/default, token, and start-up errors.
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use crate::support::{TempDir, herald_bin};
@@ -87,7 +88,7 @@ fn serve_refuses_bad_config_and_the_public_key_off_loopback() {
     );
 }
 
-/// Variables a platform sets (Kubernetes: HERALD_PORT, HERALD_SERVICE_HOST… for a Service
+/// Variables a platform sets (Kubernetes: `HERALD_PORT`, `HERALD_SERVICE_HOST`… for a Service
 /// named `herald`) do not stop Herald: they are named in a warning, the nearest key with a
 /// typo's.
 #[test]
@@ -293,7 +294,6 @@ fn fresh_secrets_for_a_new_deployment() {
     assert!(out.status.success(), "{out:?}");
     let written = std::fs::read_to_string(&file).unwrap();
     assert_ne!(key_of(&written), key_of(&shipped));
-    use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
         0o600

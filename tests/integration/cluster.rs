@@ -551,12 +551,12 @@ async fn a_killed_node_is_mourned() {
         gone.push(args);
     }
     let mut ids: Vec<&str> = gone.iter().map(|a| a[0].as_str().unwrap()).collect();
-    ids.sort();
+    ids.sort_unstable();
     let mut expected = vec![carol.connection_id.as_str(), carol2.connection_id.as_str()];
-    expected.sort();
+    expected.sort_unstable();
     assert_eq!(ids, expected);
     let mut counts_seen: Vec<i64> = gone.iter().map(|a| a[2].as_i64().unwrap()).collect();
-    counts_seen.sort();
+    counts_seen.sort_unstable();
     assert_eq!(counts_seen, vec![2, 3]);
     let user = gone
         .iter()
@@ -690,6 +690,7 @@ async fn rediss_with_a_private_ca_and_client_certificates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_token_starts_one_connection_in_the_cluster() {
+    use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::{connect_async, tungstenite::Error};
     let redis = Redis::start();
     let nodes = cluster(&[&redis], 2);
@@ -697,7 +698,6 @@ async fn a_connection_token_starts_one_connection_in_the_cluster() {
     let path = format!("/hubs/chat?id={token}");
     let (mut first, _) = connect_async(nodes[0].ws_url(&path)).await.unwrap();
     // Connections are announced to the cluster once their handshake is done.
-    use futures_util::{SinkExt, StreamExt};
     first
         .send(tokio_tungstenite::tungstenite::Message::text(
             "{\"protocol\":\"json\",\"version\":1}\u{1e}",

@@ -96,13 +96,13 @@ async fn javascript_burst(io: &'static str, protocol: &'static str, transport: &
         &[transport, protocol],
         "@microsoft/signalr burst",
     )
-    .await
+    .await;
 }
 
 async fn javascript(io: &'static str, protocol: &'static str, transport: &'static str) {
     let (alice, carol) = (token(&["--user", "alice"]), token(&["--user", "carol"]));
     let args = [alice.as_str(), carol.as_str(), protocol, transport];
-    node_script(io, "chat.mjs", &args, "@microsoft/signalr chat scenario").await
+    node_script(io, "chat.mjs", &args, "@microsoft/signalr chat scenario").await;
 }
 
 /// Runs `node tests/compat/SCRIPT BASE_URL ARGS…` against a fresh server on `io`.
@@ -152,7 +152,7 @@ impl Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let pipes: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> =
-            Default::default();
+            std::sync::Arc::default();
         let list = pipes.clone();
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {

@@ -1,6 +1,8 @@
 //! The MessagePack hub protocol over WebSockets: binary frames, every value type carried
 //! faithfully, and publishes reaching JSON and MessagePack clients alike.
 
+use std::collections::VecDeque;
+
 use futures_util::{SinkExt, StreamExt};
 use herald::protocol::{Completion, HubMessage, Value, msgpack};
 use serde_json::json;
@@ -15,7 +17,7 @@ type Ws =
 /// A MessagePack client: negotiate, WebSocket, JSON handshake, then binary frames.
 struct MsgPack {
     ws: Ws,
-    inbox: std::collections::VecDeque<HubMessage>,
+    inbox: VecDeque<HubMessage>,
     pending: Vec<u8>,
 }
 
@@ -36,7 +38,7 @@ impl MsgPack {
         .unwrap();
         let mut client = MsgPack {
             ws,
-            inbox: Default::default(),
+            inbox: VecDeque::default(),
             pending: Vec::new(),
         };
         let first = client.frame().await.expect("handshake answer");
@@ -55,7 +57,7 @@ impl MsgPack {
                 Some(Ok(Message::Text(t))) => {
                     panic!("a MessagePack connection got a text frame: {t}")
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return None,
                 Some(Ok(_)) => {}
             }
         }
@@ -142,7 +144,7 @@ async fn values_cross_protocols(io: &'static str) {
     let got = js.expect_invocation("broadcastMessage").await;
     assert_eq!(
         serde_json::Value::from(got),
-        json!(["mp", {"int": -70000, "big": 18446744073709551615u64, "float": 2.5, "text": "é ✓",
+        json!(["mp", {"int": -70000, "big": u64::MAX, "float": 2.5, "text": "é ✓",
                       "bool": true, "none": null, "list": [1, "two"], "bytes": "AAEC/w=="}])
     );
     // And the other way (the test's JSON encoder writes keys in alphabetical order; Herald

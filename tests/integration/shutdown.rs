@@ -29,7 +29,7 @@ async fn sigterm_closes_with_allow_reconnect(io: &'static str) {
     let status = status.expect("herald exits after SIGTERM");
     assert!(status.success(), "exit status {status:?}");
     assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
+        TcpStream::connect(addr).await.is_err(),
         "no longer accepting"
     );
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,10 +74,12 @@ impl Drop for TempDir {
 fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
+    let t = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos(),
+    );
     t ^ (N.fetch_add(1, Ordering::Relaxed) << 32)
 }
 
@@ -157,7 +161,7 @@ pub fn token(args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("herald token runs");
-    assert!(out.status.success(), "herald token failed: {:?}", out);
+    assert!(out.status.success(), "herald token failed: {out:?}");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -270,10 +274,10 @@ pub async fn http(
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+        write!(req, "{k}: {v}\r\n").unwrap();
     }
     if !body.is_empty() || method == "POST" || method == "PUT" {
-        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        write!(req, "Content-Length: {}\r\n", body.len()).unwrap();
     }
     req.push_str("\r\n");
     stream.write_all(req.as_bytes()).await.unwrap();
@@ -390,7 +394,7 @@ pub struct Client {
     pub ws: AnyWs,
     pub connection_id: String,
     /// Messages received but not yet taken.
-    pub inbox: std::collections::VecDeque<Value>,
+    pub inbox: VecDeque<Value>,
     next_id: u64,
 }
 
@@ -467,7 +471,7 @@ impl Client {
             Ok((ws, _)) => Ok(Client {
                 ws: AnyWs::Plain(ws),
                 connection_id,
-                inbox: Default::default(),
+                inbox: VecDeque::default(),
                 next_id: 0,
             }),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
@@ -481,7 +485,7 @@ impl Client {
         Client {
             ws: AnyWs::Tls(ws),
             connection_id: String::new(),
-            inbox: Default::default(),
+            inbox: VecDeque::default(),
             next_id: 0,
         }
     }
@@ -490,7 +494,7 @@ impl Client {
         Client {
             ws: AnyWs::Plain(ws),
             connection_id,
-            inbox: Default::default(),
+            inbox: VecDeque::default(),
             next_id: 0,
         }
     }
@@ -522,12 +526,13 @@ impl Client {
     /// The next text frame, or `None` if the connection closed.
     pub async fn next_text(&mut self) -> Option<String> {
         loop {
-            match tokio::time::timeout(Duration::from_secs(10), self.ws.next()).await {
-                Err(_) => panic!("nothing received within 10 s"),
-                Ok(None) | Ok(Some(Err(_))) => return None,
-                Ok(Some(Ok(Message::Text(t)))) => return Some(t.to_string()),
-                Ok(Some(Ok(Message::Close(_)))) => return None,
-                Ok(Some(Ok(_))) => continue,
+            let next = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("nothing received within 10 s");
+            match next {
+                None | Some(Err(_) | Ok(Message::Close(_))) => return None,
+                Some(Ok(Message::Text(t))) => return Some(t.to_string()),
+                Some(Ok(_)) => {}
             }
         }
     }
@@ -615,7 +620,7 @@ pub async fn metric(server: &Server, prefix: &str) -> f64 {
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    Fut: Future<Output = bool>,
 {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::time::Instant::now() < deadline {

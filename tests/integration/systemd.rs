@@ -1,4 +1,4 @@
-//! Running under systemd: the sd_notify messages a `Type=notify` unit waits for (READY=1,
+//! Running under systemd: the `sd_notify` messages a `Type=notify` unit waits for (READY=1,
 //! WATCHDOG=1, STOPPING=1), read from a notification socket as systemd would, and the shipped
 //! unit file, checked by `systemd-analyze verify`.
 
@@ -103,7 +103,7 @@ fn notifies_ready_watchdog_keep_alives_and_stopping() {
 }
 
 /// The shipped unit is valid for systemd (unknown keys, bad values and a missing binary are
-/// all reported), with ExecStart pointed at the binary under test.
+/// all reported), with `ExecStart` pointed at the binary under test.
 #[test]
 fn the_shipped_unit_file_passes_systemd_analyze_verify() {
     if Command::new("systemd-analyze")

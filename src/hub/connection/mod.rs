@@ -21,6 +21,7 @@ pub use self::replay::Replay;
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -85,7 +86,7 @@ pub struct Connection {
     /// It waited the longest allowed without any progress: it goes on until a recipient
     /// makes progress again (the hub's progress count moves past this one).
     pressure_exempt: Cell<Option<u64>>,
-    groups: RefCell<std::collections::HashSet<Arc<str>>>,
+    groups: RefCell<HashSet<Arc<str>>>,
     /// Leaves without a `left` event (the whole hub is being closed).
     silent: Cell<bool>,
     /// The handshake succeeded at some point (the phase says Closing once closing).
@@ -150,7 +151,7 @@ impl Connection {
             published: Cell::new(false),
             recipient_progress: Cell::new(None),
             pressure_exempt: Cell::new(None),
-            groups: RefCell::new(Default::default()),
+            groups: RefCell::new(HashSet::default()),
             silent: Cell::new(false),
             opened: Cell::new(false),
             replay: RefCell::new(None),

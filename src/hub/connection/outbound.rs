@@ -6,7 +6,7 @@ use std::io::IoSlice;
 use std::rc::Rc;
 use std::time::Instant;
 
-/// The most queued items handed to one vectored write (Linux's IOV_MAX is 1024).
+/// The most queued items handed to one vectored write (Linux's `IOV_MAX` is 1024).
 pub const MAX_SLICES: usize = 64;
 
 /// Wire bytes as queued: shared by every recipient on one shard, and counted without atomic

@@ -98,7 +98,7 @@ mod tests {
                 for i in 0..100u64 {
                     inbox
                         .send(ShardMsg::LeaveAll {
-                            conn: ConnectionId(i as u128),
+                            conn: ConnectionId(u128::from(i)),
                         })
                         .await;
                 }

@@ -17,7 +17,7 @@ pub use self::registry::{ClaimError, IdState, Registry};
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use tokio::sync::{oneshot, watch};
@@ -124,7 +124,7 @@ impl Node {
     pub fn presence(&self, hub: HubId) -> MutexGuard<'_, super::presence::Batch> {
         self.presence[hub as usize]
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records a join of the hub's for periodic presence (a no-op for other modes).

@@ -1,8 +1,8 @@
 //! Flow control the shards share: the node's budget for unfinished client messages, and each
 //! hub's backed-up recipients.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 /// Bytes of unfinished hub messages the node holds for all its clients, against
 /// `connections.input_budget_bytes`: past it, clients holding one are not read (see
@@ -65,7 +65,8 @@ impl Pressure {
     pub fn fall(&self) {
         self.backed_up.fetch_sub(1, Ordering::Relaxed);
         self.progressed();
-        let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
+        let waiters =
+            std::mem::take(&mut *self.waiters.lock().unwrap_or_else(PoisonError::into_inner));
         for w in waiters {
             w.wake();
         }
@@ -89,7 +90,7 @@ impl Pressure {
 
     /// Wakes `waker` at the next fall.
     pub fn wait(&self, waker: &std::task::Waker) {
-        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
         if !waiters.iter().any(|w| w.will_wake(waker)) {
             waiters.push(waker.clone());
         }

@@ -1,7 +1,7 @@
 //! The node's registry of connection ids: which shard owns each, and which ended recently.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use crate::hub::connection::{ConnectionId, IdBuildHasher};
@@ -66,7 +66,7 @@ impl Registry {
     ) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, Slot, IdBuildHasher>> {
         self.segments[(id.0 as usize) % REGISTRY_SEGMENTS]
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records that `shard` now owns `id`, served by `transport`, unless the id is active or
@@ -137,7 +137,7 @@ impl Registry {
         for (i, seg) in self.segments.iter().enumerate() {
             if i % parts.max(1) == part {
                 seg.lock()
-                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_else(PoisonError::into_inner)
                     .retain(|_, slot| !matches!(slot, Slot::Ended { until } if *until <= now));
             }
         }

@@ -84,7 +84,7 @@ where
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
-        .map(|v| v.as_bytes())
+        .map(HeaderValue::as_bytes)
         != Some(b"13")
     {
         return Err(HttpFault::WebSocketVersion);
@@ -115,12 +115,17 @@ where
     let task_shard = shard.clone();
     tokio::task::spawn_local(async move {
         let (id, until) = (accepted.id, accepted.until);
-        match (upgrade.await.map(|u| u.downcast::<TokioIo<S>>()), resume) {
+        match (
+            upgrade
+                .await
+                .map(hyper::upgrade::Upgraded::downcast::<TokioIo<S>>),
+            resume,
+        ) {
             (Ok(Ok(parts)), None) => {
-                run(task_shard, parts.io.into_inner(), parts.read_buf, accepted).await
+                run(task_shard, parts.io.into_inner(), parts.read_buf, accepted).await;
             }
             (Ok(Ok(parts)), Some(owner)) => {
-                relay::serve(task_shard, parts.io.into_inner(), parts.read_buf, owner, id).await
+                relay::serve(task_shard, parts.io.into_inner(), parts.read_buf, owner, id).await;
             }
             (_, None) => task_shard.node.registry.end(id, until),
             (_, Some(_)) => {}

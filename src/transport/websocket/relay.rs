@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::fault::{CloseReason, HttpFault};
+use crate::hub::connection::Replay;
 use crate::hub::node::IdState;
 use crate::hub::{Connection, ConnectionId, Encoded, Shard, TransportKind};
 use crate::protocol::HubMessage;
@@ -193,7 +194,7 @@ async fn remote(
     // Announce the oldest unacknowledged message, and replay from it.
     let protocol = conn.protocol();
     let mut first = Vec::new();
-    let sequence_id = conn.with_replay(|r| r.first()).unwrap_or(1);
+    let sequence_id = conn.with_replay(Replay::first).unwrap_or(1);
     first.extend_from_slice(
         &Encoded::message(&HubMessage::Sequence { sequence_id }, protocol).frame(),
     );
@@ -209,21 +210,18 @@ async fn remote(
         // up (the branch below drains it) or the node's input budget is spent.
         let readable = inflow::gate(&shard, &conn, session.has_partial()).is_ok();
         tokio::select! {
-            payload = feed.recv(), if readable => match payload {
-                Some(payload) => {
-                    conn.touch_received(shard.coarse_now());
-                    shard.metrics.bytes_in(payload.len());
-                    if let Err(reason) = Box::pin(session.receive(&payload)).await {
-                        conn.request_close(reason);
-                    }
+            payload = feed.recv(), if readable => if let Some(payload) = payload {
+                conn.touch_received(shard.coarse_now());
+                shard.metrics.bytes_in(payload.len());
+                if let Err(reason) = Box::pin(session.receive(&payload)).await {
+                    conn.request_close(reason);
                 }
-                None => {
-                    // The socket went away: wait for the client again.
-                    conn.disconnect(Instant::now());
-                    return;
-                }
+            } else {
+                // The socket went away: wait for the client again.
+                conn.disconnect(Instant::now());
+                return;
             },
-            _ = poll_fn(|cx| {
+            () = poll_fn(|cx| {
                 conn.register(cx.waker());
                 if !readable {
                     conn.wait_for_recipients(cx.waker());
