@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Invalid;
+use crate::config::invalid::Invalid;
 
 /// How nodes share cluster state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,7 +84,7 @@ impl ClusterConfig {
                 ));
             }
             for url in &self.redis_urls {
-                if let Err(e) = super::redis_client(self, url) {
+                if let Err(e) = super::client::redis_client(self, url) {
                     return Err(Invalid::new(e.key(), e.to_string()));
                 }
             }

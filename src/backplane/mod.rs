@@ -14,6 +14,7 @@
 //! partition stream it holds with a blocking `XREAD` from the last id it has seen, skips its
 //! own node's entries, drops duplicates and hands the rest to the shards' inboxes.
 
+pub(crate) mod client;
 pub mod config;
 pub(crate) mod directory;
 pub mod envelope;
@@ -22,7 +23,7 @@ pub(crate) mod link;
 pub(crate) mod outbox;
 pub(crate) mod redis;
 
-pub use self::link::{LinkError, redis_client};
+pub use self::client::{LinkError, redis_client};
 pub use self::redis::{
     Cluster, Stats, hub_query, hub_target, start, unix_us, wire_question, wire_target,
 };

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, oneshot};
 
+use super::config::ClusterConfig;
 use super::directory::{Directory, Remote};
 use super::envelope::{self, Body, Envelope, Member, Question, Target as WireTarget};
 use super::outbox::Outbox;
 use super::{inbound, link};
-use crate::config::ClusterConfig;
 use crate::hub::backplane::{Answer, Backplane};
 use crate::hub::connection::{ConnectionId, IdBuildHasher};
 use crate::hub::definition::{HubId, Hubs};

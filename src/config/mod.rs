@@ -5,14 +5,16 @@
 //! drift apart. Every section rejects unknown keys, naming the key.
 //!
 //! Each section lives beside the code it configures, as a `#[serde(default,
-//! deny_unknown_fields)]` struct with `Default` and its own `validate()`: `[server]` and
-//! `[connections]` in [`crate::transport::config`], `[auth]` in [`crate::identity::config`],
-//! `[cluster]` in [`crate::backplane::config`], `[hubs.NAME]` in [`crate::hub::config`],
+//! deny_unknown_fields)]` struct with `Default` and its own `validate()`: `[server]` in
+//! [`crate::transport::config`], `[auth]` in [`crate::identity::config`], `[cluster]` in
+//! [`crate::backplane::config`], `[hubs.NAME]` and `[connections]` in [`crate::hub::config`],
 //! `[log]` in `config::log`. This module gathers them into [`Config`], loads it, and checks what
 //! spans sections. A new module adds its section as one field of [`Config`] and one line of
-//! [`Config::validate`]. The sections depend on this module only for [`Invalid`].
+//! [`Config::validate`]. The sections depend on this module only for [`Invalid`], which lives alone in
+//! `config::invalid` so that nothing loops back here.
 
 mod env;
+pub mod invalid;
 mod log;
 
 use std::collections::BTreeMap;
@@ -21,15 +23,15 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::invalid::Invalid;
 pub use self::log::{LogConfig, LogFormat};
 pub use crate::backplane::config::{BackplaneKind, ClusterConfig};
 pub use crate::hub::config::{
-    Action, HubAuth, HubConfig, MethodConfig, PresenceMode, is_hub_name, validate_hubs,
+    Action, ConnectionsConfig, HubAuth, HubConfig, MethodConfig, PresenceMode, is_hub_name,
+    validate_hubs,
 };
 pub use crate::identity::config::{AuthConfig, DEVELOPMENT_ACCESS_KEY, fresh_access_key};
-pub use crate::transport::config::{
-    ConnectionsConfig, CorsConfig, IoMode, ServerConfig, TlsConfig, resolve_listen,
-};
+pub use crate::transport::config::{CorsConfig, IoMode, ServerConfig, TlsConfig, resolve_listen};
 
 /// The shipped, fully commented configuration; also what Herald runs on without a file.
 pub const DEFAULT_TOML: &str = include_str!("../../config/herald.toml");
@@ -39,23 +41,6 @@ const FLAG_ENV_VARS: &[&str] = &["HERALD_CONFIG"];
 
 /// Where configuration text came from, for errors that point into it.
 const EMBEDDED: &str = "the embedded config/herald.toml";
-
-/// A value that a section refuses, with the key at fault (`section.key`, as in the file).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid value for `{key}`: {reason}")]
-pub struct Invalid {
-    pub key: String,
-    pub reason: String,
-}
-
-impl Invalid {
-    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Invalid {
-        Invalid {
-            key: key.into(),
-            reason: reason.into(),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

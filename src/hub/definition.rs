@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{Action, Config, HubAuth};
+use super::config::{Action, HubAuth};
+use crate::config::Config;
 
 /// Index of a hub in [`Hubs::list`]; cheap to copy into every connection and publish.
 pub type HubId = u16;

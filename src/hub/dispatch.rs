@@ -8,13 +8,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::config::Action;
 use super::connection::Connection;
 use super::definition::MethodDef;
 use super::index::Target;
 use super::node::Publish;
 use super::outgoing::{Encoded, Outgoing};
 use super::shard::Shard;
-use crate::config::Action;
 use crate::fault::CloseReason;
 use crate::protocol::{Completion, HubMessage, Value};
 

@@ -23,12 +23,12 @@ use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 
+use super::config::{HubConfig, PresenceMode};
 use super::connection::{ConnectionId, IdBuildHasher};
 use super::definition::HubId;
 use super::index::Target;
 use super::node::{Node, Publish, ShardMsg};
 use super::outgoing::Outgoing;
-use crate::config::{HubConfig, PresenceMode};
 use crate::protocol::Value;
 
 /// A hub's presence, as configured.

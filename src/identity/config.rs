@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Invalid;
+use crate::config::invalid::Invalid;
 
 /// The public development access key shipped in `config/herald.toml`.
 ///

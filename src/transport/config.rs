@@ -1,12 +1,12 @@
 //! The sections of the network edge: `[server]` (where and how Herald listens, with
-//! `[server.cors]` and `[server.tls]`) and `[connections]` (what a client connection may do
-//! and how long it may take).
+//! `[server.cors]` and `[server.tls]`). What a client connection may do once it is in,
+//! `[connections]`, is the hub's section (`hub::config`).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Invalid;
+use crate::config::invalid::Invalid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -224,176 +224,6 @@ impl CorsConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ConnectionsConfig {
-    pub keep_alive_interval_ms: u64,
-    pub client_timeout_ms: u64,
-    pub handshake_timeout_ms: u64,
-    pub disconnect_timeout_ms: u64,
-    pub send_timeout_ms: u64,
-    pub max_message_bytes: usize,
-    pub outbound_queue_bytes: usize,
-    /// Reading from a client pauses while its own queue holds more than this (0: a quarter
-    /// of `outbound_queue_bytes`) …
-    pub outbound_high_watermark_bytes: usize,
-    /// … and resumes once it holds at most this (0: an eighth of `outbound_queue_bytes`).
-    pub outbound_low_watermark_bytes: usize,
-    /// Longest a publisher is held back while recipients in its hub are backed up.
-    pub recipient_wait_ms: u64,
-    /// Bytes of unfinished hub messages the node holds for all its clients together.
-    pub input_budget_bytes: usize,
-    pub max_groups_per_connection: usize,
-    /// Groups one user may be put in through the REST API (records that outlive its
-    /// connections).
-    pub max_groups_per_user: usize,
-    /// Such user-group records in all.
-    pub max_user_group_memberships: usize,
-    pub long_poll_timeout_ms: u64,
-    pub stateful_reconnect: bool,
-    pub stateful_reconnect_buffer_bytes: usize,
-}
-
-impl Default for ConnectionsConfig {
-    fn default() -> Self {
-        ConnectionsConfig {
-            keep_alive_interval_ms: 15_000,
-            client_timeout_ms: 30_000,
-            handshake_timeout_ms: 15_000,
-            disconnect_timeout_ms: 15_000,
-            send_timeout_ms: 10_000,
-            max_message_bytes: 32 * 1024,
-            outbound_queue_bytes: 1024 * 1024,
-            outbound_high_watermark_bytes: 0,
-            outbound_low_watermark_bytes: 0,
-            recipient_wait_ms: 5000,
-            input_budget_bytes: 64 * 1024 * 1024,
-            max_groups_per_connection: 1000,
-            max_groups_per_user: 1000,
-            max_user_group_memberships: 100_000,
-            long_poll_timeout_ms: 90_000,
-            stateful_reconnect: true,
-            stateful_reconnect_buffer_bytes: 100_000,
-        }
-    }
-}
-
-/// One day, the longest any connection timeout may be.
-const DAY_MS: u64 = 24 * 3600 * 1000;
-
-impl ConnectionsConfig {
-    /// The queue size above which reading from a client pauses.
-    pub fn high_watermark(&self) -> usize {
-        match self.outbound_high_watermark_bytes {
-            0 => self.outbound_queue_bytes / 4,
-            n => n,
-        }
-    }
-
-    /// The queue size at or below which reading resumes.
-    pub fn low_watermark(&self) -> usize {
-        match self.outbound_low_watermark_bytes {
-            0 => self.high_watermark().min(self.outbound_queue_bytes / 8),
-            n => n,
-        }
-    }
-
-    pub fn validate(&self) -> Result<(), Invalid> {
-        for (key, value) in [
-            (
-                "connections.keep_alive_interval_ms",
-                self.keep_alive_interval_ms,
-            ),
-            ("connections.client_timeout_ms", self.client_timeout_ms),
-            (
-                "connections.handshake_timeout_ms",
-                self.handshake_timeout_ms,
-            ),
-            (
-                "connections.disconnect_timeout_ms",
-                self.disconnect_timeout_ms,
-            ),
-            ("connections.send_timeout_ms", self.send_timeout_ms),
-        ] {
-            if value < 10 {
-                return Err(Invalid::new(key, "at least 10 ms"));
-            }
-            if value > DAY_MS && key != "connections.keep_alive_interval_ms" {
-                return Err(Invalid::new(key, "at most one day"));
-            }
-        }
-        if self.keep_alive_interval_ms >= self.client_timeout_ms {
-            return Err(Invalid::new(
-                "connections.keep_alive_interval_ms",
-                "must be below connections.client_timeout_ms (clients time out after the same interval)",
-            ));
-        }
-        if self.max_message_bytes < 256 {
-            return Err(Invalid::new(
-                "connections.max_message_bytes",
-                "at least 256",
-            ));
-        }
-        if self.outbound_queue_bytes < 4096 {
-            return Err(Invalid::new(
-                "connections.outbound_queue_bytes",
-                "at least 4096",
-            ));
-        }
-        if self.low_watermark() >= self.high_watermark() {
-            return Err(Invalid::new(
-                "connections.outbound_low_watermark_bytes",
-                "must be below connections.outbound_high_watermark_bytes",
-            ));
-        }
-        if self.high_watermark() > self.outbound_queue_bytes {
-            return Err(Invalid::new(
-                "connections.outbound_high_watermark_bytes",
-                "at most connections.outbound_queue_bytes (the queue is cut at that size)",
-            ));
-        }
-        if self.recipient_wait_ms > 60_000 {
-            return Err(Invalid::new(
-                "connections.recipient_wait_ms",
-                "at most 60,000 ms (0 lets publishers go on at once)",
-            ));
-        }
-        if self.input_budget_bytes < self.max_message_bytes {
-            return Err(Invalid::new(
-                "connections.input_budget_bytes",
-                "at least connections.max_message_bytes",
-            ));
-        }
-        if self.max_groups_per_connection == 0 {
-            return Err(Invalid::new(
-                "connections.max_groups_per_connection",
-                "at least 1",
-            ));
-        }
-        if self.max_groups_per_user == 0
-            || self.max_groups_per_user > self.max_user_group_memberships
-        {
-            return Err(Invalid::new(
-                "connections.max_groups_per_user",
-                "at least 1 and at most connections.max_user_group_memberships",
-            ));
-        }
-        if !(10..100_000).contains(&self.long_poll_timeout_ms) {
-            return Err(Invalid::new(
-                "connections.long_poll_timeout_ms",
-                "between 10 ms and 99,999 ms (the SignalR clients give up on a poll after 100 s)",
-            ));
-        }
-        if self.stateful_reconnect_buffer_bytes < 1024 {
-            return Err(Invalid::new(
-                "connections.stateful_reconnect_buffer_bytes",
-                "at least 1024",
-            ));
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,23 +255,5 @@ mod tests {
             let err = resolve_listen(bad).unwrap_err();
             assert!(err.contains(says), "{bad}: {err}");
         }
-    }
-
-    #[test]
-    fn timeouts_are_bounded() {
-        let err = ConnectionsConfig {
-            send_timeout_ms: DAY_MS + 1,
-            ..ConnectionsConfig::default()
-        }
-        .validate()
-        .unwrap_err();
-        assert_eq!(err.key, "connections.send_timeout_ms");
-        let err = ConnectionsConfig {
-            keep_alive_interval_ms: 5,
-            ..ConnectionsConfig::default()
-        }
-        .validate()
-        .unwrap_err();
-        assert_eq!(err.key, "connections.keep_alive_interval_ms");
     }
 }

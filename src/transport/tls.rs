@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use crate::config::TlsConfig;
+use super::config::TlsConfig;
 use crate::metrics::TlsFailure;
 
 #[derive(Debug, thiserror::Error)]
