@@ -558,7 +558,7 @@ impl Snapshot {
             o,
             "herald_input_paused_seconds_total",
             "counter",
-            "Time clients spent not being read, by reason (counted when reading resumes).",
+            "Time clients spent not being read, by reason (counted when reading resumes or the connection ends).",
             |i| format!("{:.6}", self.input_paused_us[i] as f64 / 1e6),
         );
         per_pause(

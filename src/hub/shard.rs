@@ -226,6 +226,13 @@ impl Shard {
         self.state.borrow_mut().conns.remove(&conn.id);
         conn.detach();
         self.node.registry.end(conn.id, until);
+        // A client cut while it was not being read (a slow consumer whose own queue was
+        // backed up) was paused until now: that time counts like any other pause.
+        if let Some((why, since)) = conn.input_paused() {
+            conn.set_input_paused(None);
+            self.metrics
+                .input_resumed(why, Instant::now().saturating_duration_since(since));
+        }
         self.metrics.closed(reason, conn.was_opened());
     }
 
