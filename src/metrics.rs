@@ -156,10 +156,10 @@ pub struct ShardMetrics {
     /// Times reading from a client was paused, and microseconds it stayed paused, by reason.
     input_pauses: [Cell<u64>; Pause::ALL.len()],
     input_paused_us: [Cell<u64>; Pause::ALL.len()],
-    latencies: [RefCell<Histogram<u64>>; 3],
+    latencies: [RefCell<Histogram<u64>>; Latency::ALL.len()],
     /// Exact sums of the recorded latencies, in microseconds (the histogram's own values are
     /// rounded to its precision).
-    latency_sums: [Cell<u64>; 3],
+    latency_sums: [Cell<u64>; Latency::ALL.len()],
 }
 
 impl ShardMetrics {
@@ -311,7 +311,7 @@ pub struct Snapshot {
     pub input_budget: u64,
     pub latencies: Vec<Histogram<u64>>,
     /// Sums of the recorded latencies, in microseconds.
-    pub latency_sums: [u64; 3],
+    pub latency_sums: [u64; Latency::ALL.len()],
 }
 
 impl Snapshot {

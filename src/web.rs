@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -71,6 +71,18 @@ pub fn status(status: StatusCode) -> Response<Body> {
     let mut response = Response::new(empty());
     *response.status_mut() = status;
     response
+}
+
+/// Refuses every method but GET and HEAD, for resources that are only read.
+pub fn read_only(method: &Method) -> Result<(), HttpFault> {
+    if method == Method::GET || method == Method::HEAD {
+        Ok(())
+    } else {
+        Err(HttpFault::MethodNotAllowed {
+            method: method.to_string(),
+            allow: "GET, HEAD".into(),
+        })
+    }
 }
 
 /// The first value of query parameter `name`, percent-decoded.

@@ -22,7 +22,9 @@ use crate::hub::definition::HubDef;
 use crate::hub::dispatch::MAX_GROUP_NAME;
 use crate::hub::{ConnectionId, Outgoing, Publish, Query, Shard, Target};
 use crate::protocol::Value;
-use crate::web::{Body, decode_segment, full, query_param, query_params, read_body, status};
+use crate::web::{
+    Body, decode_segment, full, query_param, query_params, read_body, read_only, status,
+};
 
 /// This API's OpenAPI description, served at `/api/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -68,12 +70,7 @@ pub async fn handle(
         .collect::<Result<_, _>>()?;
     let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
     if parts == ["openapi.json"] {
-        if method != Method::GET && method != Method::HEAD {
-            return Err(HttpFault::MethodNotAllowed {
-                method: method.to_string(),
-                allow: "GET, HEAD".into(),
-            });
-        }
+        read_only(&method)?;
         let mut response = Response::new(full(OPENAPI));
         response.headers_mut().insert(
             http::header::CONTENT_TYPE,

@@ -27,8 +27,7 @@ pub use self::invalid::Invalid;
 pub use self::log::{LogConfig, LogFormat};
 pub use crate::backplane::config::{BackplaneKind, ClusterConfig};
 pub use crate::hub::config::{
-    Action, ConnectionsConfig, HubAuth, HubConfig, MethodConfig, PresenceMode, is_hub_name,
-    validate_hubs,
+    Action, ConnectionsConfig, HubAuth, HubConfig, MethodConfig, PresenceMode, validate_hubs,
 };
 pub use crate::identity::config::{AuthConfig, DEVELOPMENT_ACCESS_KEY, fresh_access_key};
 pub use crate::transport::config::{CorsConfig, IoMode, ServerConfig, TlsConfig, resolve_listen};
@@ -237,8 +236,7 @@ impl Config {
         self.cluster.validate()?;
         self.log.validate()?;
         validate_hubs(&self.hubs)?;
-        let listen = resolve_listen(&self.server.listen)
-            .map_err(|reason| Invalid::new("server.listen", reason))?;
+        let listen = self.server.listen_addr()?;
         if self.auth.access_key == DEVELOPMENT_ACCESS_KEY && !listen.ip().is_loopback() {
             return Err(Invalid::new(
                 "auth.access_key",

@@ -503,7 +503,11 @@ impl Shard {
                 self.apply(msg);
                 true
             }
-            _ => self.node.to_owner(id, msg).await,
+            Some((shard, _)) => {
+                self.node.inbox(shard).send(msg).await;
+                true
+            }
+            None => false,
         }
     }
 

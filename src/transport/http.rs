@@ -21,7 +21,7 @@ use crate::api;
 use crate::fault::HttpFault;
 use crate::hub::Shard;
 use crate::metrics::Latency;
-use crate::web::{Body, decode_segment, full, json, query_param, status};
+use crate::web::{Body, decode_segment, full, json, query_param, read_only, status};
 
 /// How long a client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -176,14 +176,8 @@ where
             ["api", ..] => api::handle(shard, req, &segs[1..]).await,
             [] => page::index(shard, &req),
             ["page", name] => page::asset(shard, &req, name),
-            ["metrics"] if shard.node.config.server.public_metrics() => {
-                match read_only(req.method()) {
-                    Ok(()) => Ok(metrics(shard).await),
-                    Err(e) => Err(e),
-                }
-            }
-            ["healthz"] => read_only(req.method()).map(|()| health(true)),
-            ["readyz"] => read_only(req.method()).map(|()| ready(&shard.node)),
+            ["metrics"] if !shard.node.config.server.public_metrics() => Err(HttpFault::NotFound),
+            ["metrics" | "healthz" | "readyz"] => operational(shard, &segs, req.method()).await,
             _ => Err(HttpFault::NotFound),
         }
     };
@@ -201,35 +195,33 @@ where
     response
 }
 
-/// Refuses every method but GET and HEAD, for resources that are only read.
-pub fn read_only(method: &Method) -> Result<(), HttpFault> {
-    if method == Method::GET || method == Method::HEAD {
-        Ok(())
-    } else {
-        Err(HttpFault::MethodNotAllowed {
-            method: method.to_string(),
-            allow: "GET, HEAD".into(),
-        })
-    }
-}
-
 /// The internal listener's routes: `/metrics`, `/readyz` and `/healthz`, for `GET` and `HEAD`.
 async fn internal_route(shard: &Rc<Shard>, req: Request<Incoming>) -> Response<Body> {
     shard.metrics.http_request();
     let head_only = req.method() == Method::HEAD;
     let path = req.uri().path().to_string();
-    let segs = segments(&path);
-    if !matches!(segs.as_slice(), ["metrics" | "readyz" | "healthz"]) {
-        return fault_response(shard, &HttpFault::NotFound, head_only);
+    match operational(shard, &segments(&path), req.method()).await {
+        Ok(response) => response,
+        Err(fault) => fault_response(shard, &fault, head_only),
     }
-    if let Err(fault) = read_only(req.method()) {
-        return fault_response(shard, &fault, head_only);
+}
+
+/// The operational endpoints, `/metrics`, `/readyz` and `/healthz`, for `GET` and `HEAD`; the
+/// public router and the internal listener both serve them through here.
+async fn operational(
+    shard: &Rc<Shard>,
+    segs: &[&str],
+    method: &Method,
+) -> Result<Response<Body>, HttpFault> {
+    if !matches!(segs, ["metrics" | "readyz" | "healthz"]) {
+        return Err(HttpFault::NotFound);
     }
-    match segs.as_slice() {
+    read_only(method)?;
+    Ok(match segs {
         ["metrics"] => metrics(shard).await,
         ["readyz"] => ready(&shard.node),
         _ => health(true),
-    }
+    })
 }
 
 /// Whether browsers from `origin` may call Herald (`server.cors.allowed_origins`).

@@ -13,7 +13,7 @@ use http::{Request, Response, StatusCode};
 
 use crate::fault::HttpFault;
 use crate::hub::Shard;
-use crate::web::{Body, full, status};
+use crate::web::{Body, full, read_only, status};
 
 /// One embedded file.
 struct Asset {
@@ -125,7 +125,7 @@ fn serve(
         .iter()
         .find(|a| a.name == name)
         .ok_or(HttpFault::NotFound)?;
-    super::http::read_only(req.method())?;
+    read_only(req.method())?;
     let etag = format!("\"{:016x}\"", asset.hash);
     let fresh = req
         .headers()

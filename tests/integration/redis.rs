@@ -178,15 +178,11 @@ pub fn ping(port: u16) -> bool {
             .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
 }
 
-/// Sends one inline command to the plain Redis on `port`; its first reply line.
+/// Sends one command, its words split on spaces, to the plain Redis on `port`; its first
+/// reply line.
 pub fn redis_command(port: u16, command: &str) -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(format!("{command}\r\n").as_bytes()).unwrap();
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).unwrap();
-    line.trim_end().to_string()
+    let args: Vec<&[u8]> = command.split_whitespace().map(str::as_bytes).collect();
+    redis_args(port, &args)
 }
 
 /// A section of `INFO` from the plain Redis on `port`.
