@@ -27,8 +27,7 @@ pub fn render(
     h: &Histogram<u64>,
     sum_us: u64,
 ) {
-    let _ = writeln!(o, "# HELP {name} {help}");
-    let _ = writeln!(o, "# TYPE {name} histogram");
+    super::header(o, name, "histogram", help);
     let counts = cumulative(h, bounds_us);
     for (bound, count) in bounds_us.iter().zip(&counts) {
         let _ = writeln!(o, "{name}_bucket{{le=\"{}\"}} {count}", seconds(*bound));

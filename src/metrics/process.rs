@@ -120,7 +120,7 @@ pub fn render(o: &mut String) {
 }
 
 fn sample(o: &mut String, name: &str, kind: &str, help: &str, value: f64) {
-    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    super::header(o, name, kind, help);
     if value.is_infinite() {
         let _ = writeln!(o, "{name} +Inf");
     } else {
